@@ -78,11 +78,7 @@ class Component:
         return cache_root() / f"{self.name}-{self.version}" / "bin"
 
     def missing(self) -> list[str]:
-        return [
-            c
-            for c in self.commands
-            if _find_external(c) is None and not (self.bin_dir / c).is_file()
-        ]
+        return [c for c in self.commands if _find_external(c) is None and not (self.bin_dir / c).is_file()]
 
     def path(self, command: str) -> Path:
         ext = _find_external(command)
@@ -115,7 +111,12 @@ def build_kubernetes(commands: tuple[str, ...], version: str = KUBERNETES_VERSIO
             raise RuntimeError("no staging replaces found in k8s.io/kubernetes go.mod")
         go_line = re.search(r"^go (\S+)", gomod, re.M)
         staging_version = "v0." + version.lstrip("v").split(".", 1)[1]
-        lines = ["module aicenter.dev/testbed-k8s-build", "", f"go {go_line.group(1) if go_line else '1.24'}", ""]
+        lines = [
+            "module aicenter.dev/testbed-k8s-build",
+            "",
+            f"go {go_line.group(1) if go_line else '1.24'}",
+            "",
+        ]
         lines.append(f"require k8s.io/kubernetes {version}")
         lines.append("")
         lines += [f"replace {m} => {m} {staging_version}" for m in staging]
@@ -128,7 +129,7 @@ def build_kubernetes(commands: tuple[str, ...], version: str = KUBERNETES_VERSIO
         _log(f"resolving k8s.io/kubernetes {version} with {len(staging)} staging replaces")
         _run(["go", "mod", "tidy", "-e"], cwd=work, env=_go_env())
         major, minor = version.lstrip("v").split(".")[:2]
-        build_date = _dt.datetime(2026, 1, 1, tzinfo=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        build_date = _dt.datetime(2026, 1, 1, tzinfo=_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         ldflags = []
         for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
             ldflags += [
@@ -142,7 +143,16 @@ def build_kubernetes(commands: tuple[str, ...], version: str = KUBERNETES_VERSIO
             t0 = time.monotonic()
             _log(f"building {c} {version} (cold builds take minutes)")
             _run(
-                ["go", "build", "-trimpath", "-ldflags", "-s -w " + " ".join(ldflags), "-o", str(out / c), f"k8s.io/kubernetes/cmd/{c}"],
+                [
+                    "go",
+                    "build",
+                    "-trimpath",
+                    "-ldflags",
+                    "-s -w " + " ".join(ldflags),
+                    "-o",
+                    str(out / c),
+                    f"k8s.io/kubernetes/cmd/{c}",
+                ],
                 cwd=work,
                 env=_go_env(),
             )
@@ -158,7 +168,9 @@ def _debian_mirror() -> str:
     for t in texts:
         for m in re.finditer(r"(?:URIs:\s*|^deb\s+(?:\[[^\]]*\]\s+)?)(\S+/debian)/?\s", t, re.M):
             return m.group(1)
-    raise RuntimeError("no Debian mirror found in /etc/apt sources; set AICENTER_TESTBED_BIN to an etcd 3.5 dir")
+    raise RuntimeError(
+        "no Debian mirror found in /etc/apt sources; set AICENTER_TESTBED_BIN to an etcd 3.5 dir"
+    )
 
 
 def build_etcd(suite: str = ETCD_DEBIAN_SUITE) -> Path:
@@ -199,7 +211,10 @@ def build_go_tool(pkg: str, version: str, dest: Path, ldflags: str = "") -> None
     args = ["go", "install", "-trimpath"]
     if ldflags:
         args += ["-ldflags", ldflags]
-    _run(args + [f"{pkg}@{version}"], env={"GOBIN": str(dest), "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"})
+    _run(
+        [*args, f"{pkg}@{version}"],
+        env={"GOBIN": str(dest), "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"},
+    )
 
 
 KUBERNETES = Component("kubernetes", KUBERNETES_VERSION, K8S_COMMANDS)

@@ -1,0 +1,226 @@
+"""Simulated GPU nodes: kwok Node manifests for a fleet, and creating them fast in bulk.
+
+A manifest carries the fleet's labels (GPU Feature Discovery's ``nvidia.com/gpu.*``, centre, rack,
+zone, clique), ``nvidia.com/gpu`` capacity and allocatable equal to the GPUs per node, CPU, memory
+and pod capacity for the shape, kwok's annotation and taint (so only pods that tolerate it land
+there, and only kwok manages the node) and a Ready status, so a node is schedulable as soon as the
+node lifecycle controller has seen it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+import zlib
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from aicenter.fleet import GPU_RESOURCE, Fleet, NodeSpec, iter_nodes
+from aicenter.sim.stages import KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE
+
+KWOK_TAINT = {"key": KWOK_NODE_ANNOTATION, "value": KWOK_NODE_VALUE, "effect": "NoSchedule"}
+#: A pod needs this toleration to be scheduled onto a simulated node.
+KWOK_TOLERATION = {
+    "key": KWOK_NODE_ANNOTATION,
+    "operator": "Equal",
+    "value": KWOK_NODE_VALUE,
+    "effect": "NoSchedule",
+}
+LABEL_SIMULATED = "sim.aicenter.dev/simulated"
+KUBELET_VERSION = "v1.34.4"
+
+# Host resources per shape (illustrative, like the shapes themselves): CPU cores and memory per node.
+HOST_RESOURCES: dict[str, tuple[int, str]] = {
+    "hgx-b200": (224, "2Ti"),
+    "hgx-b300": (224, "4Ti"),
+    "gb200-nvl72": (144, "960Gi"),
+}
+DEFAULT_PODS = 110
+
+
+def host_resources(spec: NodeSpec) -> tuple[int, str]:
+    return HOST_RESOURCES.get(
+        spec.shape.name, (28 * spec.shape.gpus_per_node, f"{256 * spec.shape.gpus_per_node}Gi")
+    )
+
+
+def node_ip(name: str) -> str:
+    """A stable address in 10.64.0.0/10 derived from the node name (kwok reports it as InternalIP)."""
+    base = int(ipaddress.IPv4Address("10.64.0.0"))
+    offset = zlib.crc32(name.encode()) % (1 << 22)
+    return str(ipaddress.IPv4Address(base + max(1, offset)))
+
+
+def node_manifest(spec: NodeSpec, now: str | None = None) -> dict[str, Any]:
+    """The Node object for one simulated GPU node, status included (a Node may be created with it)."""
+    cpu, memory = host_resources(spec)
+    gpus = str(spec.shape.gpus_per_node)
+    resources = {
+        "cpu": str(cpu),
+        "memory": memory,
+        "pods": str(DEFAULT_PODS),
+        "ephemeral-storage": "30Ti",
+        GPU_RESOURCE: gpus,
+    }
+    now = now or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    conditions = [
+        ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ("NetworkUnavailable", "False", "RouteCreated", "RouteController created a route"),
+    ]
+    labels = {
+        **spec.labels(),
+        "kubernetes.io/hostname": spec.name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "node.kubernetes.io/instance-type": spec.shape.name,
+        "type": "kwok",
+        LABEL_SIMULATED: "true",
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": spec.name,
+            "labels": labels,
+            "annotations": {
+                KWOK_NODE_ANNOTATION: KWOK_NODE_VALUE,
+                "node.alpha.kubernetes.io/ttl": "0",
+            },
+        },
+        "spec": {"taints": [dict(KWOK_TAINT)]},
+        "status": {
+            "capacity": dict(resources),
+            "allocatable": dict(resources),
+            "conditions": [
+                {
+                    "type": t,
+                    "status": s,
+                    "reason": r,
+                    "message": m,
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                }
+                for t, s, r, m in conditions
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": node_ip(spec.name)},
+                {"type": "Hostname", "address": spec.name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "architecture": "amd64",
+                "operatingSystem": "linux",
+                "osImage": "aicenter simulated GPU node",
+                "kernelVersion": "6.12.0-sim",
+                "containerRuntimeVersion": "sim://0.1.0",
+                "kubeletVersion": KUBELET_VERSION,
+                "kubeProxyVersion": KUBELET_VERSION,
+                "machineID": "",
+                "systemUUID": "",
+                "bootID": "",
+            },
+            "phase": "Running",
+        },
+    }
+
+
+def fleet_manifests(fleet: Fleet) -> list[dict[str, Any]]:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return [node_manifest(s, now) for s in iter_nodes(fleet)]
+
+
+@dataclass
+class CreateResult:
+    created: list[str] = field(default_factory=list)
+    existed: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def create_nodes(client: Any, manifests: Iterable[dict[str, Any]], workers: int = 16) -> CreateResult:
+    """POST every Node (with its status) from a thread pool; an existing node is left as it is.
+
+    ``client`` is a :class:`aicenter.testbed.cluster.ClusterClient` (anything with
+    ``request(method, path, body)``). Returns which nodes were created, already existed or failed.
+    """
+    items = list(manifests)
+    result = CreateResult()
+    t0 = time.monotonic()
+
+    def one(m: dict[str, Any]) -> tuple[str, int, Any]:
+        status, body = client.request("POST", "/api/v1/nodes", m)
+        if status == 429 or status >= 500:  # throttled or a hiccup: one more try after a moment
+            time.sleep(0.5)  # back-off before a retry, not synchronisation
+            status, body = client.request("POST", "/api/v1/nodes", m)
+        return m["metadata"]["name"], status, body
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for name, status, body in pool.map(one, items):
+            if status == 201:
+                result.created.append(name)
+            elif status == 409:
+                result.existed.append(name)
+            else:
+                msg = body.get("message") if isinstance(body, dict) else body
+                result.failed[name] = f"HTTP {status}: {msg}"
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def node_is_ready(node: dict[str, Any]) -> bool:
+    """Ready=True and free of the taints the node lifecycle controller puts on nodes it has not cleared."""
+    conds = node.get("status", {}).get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
+    taints = node.get("spec", {}).get("taints") or []
+    blocking = any(t.get("key", "").startswith("node.kubernetes.io/") for t in taints)
+    return ready and not blocking
+
+
+def list_nodes(client: Any, label_selector: str = f"{LABEL_SIMULATED}=true") -> list[dict[str, Any]]:
+    """Every node matching the selector, paged."""
+    from urllib.parse import quote
+
+    out: list[dict[str, Any]] = []
+    cont = ""
+    while True:
+        path = f"/api/v1/nodes?limit=500&labelSelector={quote(label_selector)}"
+        if cont:
+            path += f"&continue={quote(cont)}"
+        status, body = client.request("GET", path)
+        if status != 200:
+            raise RuntimeError(f"listing nodes answered {status}: {body}")
+        out.extend(body.get("items", []))
+        cont = body.get("metadata", {}).get("continue") or ""
+        if not cont:
+            return out
+
+
+def wait_nodes_ready(client: Any, names: Iterable[str], timeout: float = 300) -> float:
+    """Wait until every named node is Ready and schedulable; returns the seconds it took."""
+    from aicenter.testbed.waiting import WaitTimeout, wait_for
+
+    want = set(names)
+    t0 = time.monotonic()
+    missing: list[str] = sorted(want)
+
+    def done() -> bool:
+        ready = {n["metadata"]["name"] for n in list_nodes(client) if node_is_ready(n)}
+        missing[:] = sorted(want - ready)
+        return not missing
+
+    try:
+        wait_for(
+            done, timeout=timeout, what=f"{len(want)} simulated nodes to be Ready and untainted", interval=0.5
+        )
+    except WaitTimeout as e:
+        raise WaitTimeout(f"{e}; {len(missing)} not ready, e.g. {missing[:5]}") from None
+    return time.monotonic() - t0

@@ -1,0 +1,807 @@
+"""A local Kubernetes control plane on 127.0.0.1 with simulated (kwok) GPU nodes.
+
+:class:`LocalCluster` runs etcd, kube-apiserver (TLS, client-certificate auth, ``Node,RBAC``
+authorization, service-account token signing), kube-controller-manager, kube-scheduler and the kwok
+controller as child processes, each logging to ``<data dir>/logs/<component>.log``. Every file it
+makes (certificates, kubeconfigs, the etcd data, the kwok stages) lives in the data directory, a
+temporary one unless given. :class:`ClusterClient` is what tests and tools hold: a kubeconfig with
+a ``kubernetes`` API client factory and a kubectl helper; it works against any cluster, including
+one reused through ``AICENTER_KUBECONFIG``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from aicenter.testbed.tools import KUBERNETES, Tools, ensure_tools
+from aicenter.testbed.waiting import WaitTimeout, wait_for
+
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
+SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
+ADMISSION_PLUGINS = (
+    "NamespaceLifecycle,LimitRanger,ServiceAccount,TaintNodesByCondition,PodSecurity,Priority,"
+    "DefaultTolerationSeconds,DefaultStorageClass,StorageObjectInUseProtection,PersistentVolumeClaimResize,"
+    "RuntimeClass,CertificateApproval,CertificateSigning,CertificateSubjectRestriction,NodeRestriction,"
+    "MutatingAdmissionWebhook,ValidatingAdmissionPolicy,ValidatingAdmissionWebhook,ResourceQuota"
+)
+#: kwok renews each node's Lease every quarter of this; the node lifecycle controller's grace period
+#: is set well above the renew interval so a busy 2-core machine does not flap 1,000 nodes.
+NODE_LEASE_SECONDS = 120
+NODE_MONITOR_GRACE = "150s"
+PORT_CLASH_MARKERS = ("address already in use", "bind: address", "failed to listen")
+
+
+class ClusterError(RuntimeError):
+    """The control plane could not be started, or a component died."""
+
+
+def _log(msg: str) -> None:
+    print(f"[testbed] {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ports and processes
+
+
+_handed_out: set[int] = set()
+_port_lock = threading.Lock()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (bind to 0), never the same one twice here.
+
+    The port is released before the component binds it, so a clash stays possible; the launcher
+    detects one from the component's log and retries on fresh ports.
+    """
+    with _port_lock:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise ClusterError("no free port found")
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    # PR_SET_PDEATHSIG = 1: the component gets SIGTERM if the process that started it dies, so a
+    # killed test run or supervisor leaves no control plane behind.
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+
+@dataclass
+class Process:
+    """One component: its command line, process and log file."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, die_with_parent: bool = True) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            log.write(f"# {time.strftime('%H:%M:%S')} {' '.join(self.argv)}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, **(self.env or {})},
+                start_new_session=True,  # its own process group: a terminal's Ctrl-C reaches us, not it
+                preexec_fn=_set_pdeathsig if die_with_parent else None,
+            )
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def port_clash(self) -> bool:
+        tail = self.log_tail(6000).lower()
+        return any(m in tail for m in PORT_CLASH_MARKERS)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after ``grace`` seconds; always reaps the child."""
+        p = self.proc
+        if p is None:
+            return
+        if p.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+                p.wait(timeout=30)
+        else:
+            p.wait()
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificates (openssl CLI)
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    proc = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise ClusterError(f"openssl {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+
+
+def make_pki(pki: Path) -> None:
+    """A CA, the apiserver serving cert, client certs and the service-account key pair, via openssl."""
+    if shutil.which("openssl") is None:
+        raise ClusterError(
+            "the openssl CLI is needed to make the test bed's certificates (apt-get install openssl)"
+        )
+    pki.mkdir(parents=True, exist_ok=True)
+    _openssl("genrsa", "-out", "ca.key", "2048", cwd=pki)
+    _openssl(
+        "req", "-x509", "-new", "-nodes", "-key", "ca.key", "-sha256", "-days", "3650",
+        "-subj", "/CN=aicenter-testbed-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+        "-out", "ca.crt", cwd=pki,
+    )  # fmt: skip
+    sans = ",".join(
+        [
+            "IP:127.0.0.1",
+            f"IP:{SERVICE_IP}",
+            "DNS:localhost",
+            "DNS:kubernetes",
+            "DNS:kubernetes.default",
+            "DNS:kubernetes.default.svc",
+            "DNS:kubernetes.default.svc.cluster.local",
+        ]
+    )
+    certs = {
+        # name: (subject, extended key usage, subjectAltName)
+        "apiserver": ("/CN=kube-apiserver", "serverAuth", sans),
+        "admin": ("/O=system:masters/CN=kubernetes-admin", "clientAuth", None),
+        "controller-manager": ("/CN=system:kube-controller-manager", "clientAuth", None),
+        "scheduler": ("/CN=system:kube-scheduler", "clientAuth", None),
+        "kwok": ("/O=system:masters/CN=kwok-controller", "clientAuth", None),
+    }
+    for name, (subject, eku, san) in certs.items():
+        _openssl("genrsa", "-out", f"{name}.key", "2048", cwd=pki)
+        _openssl("req", "-new", "-key", f"{name}.key", "-subj", subject, "-out", f"{name}.csr", cwd=pki)
+        ext = [
+            "basicConstraints=critical,CA:FALSE",
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+            f"extendedKeyUsage={eku}",
+        ]
+        if san:
+            ext.append(f"subjectAltName={san}")
+        (pki / f"{name}.ext").write_text("\n".join(ext) + "\n")
+        _openssl(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-sha256", "-days", "3650", "-extfile", f"{name}.ext", "-out", f"{name}.crt", cwd=pki,
+        )  # fmt: skip
+    _openssl("genrsa", "-out", "sa.key", "2048", cwd=pki)
+    _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
+    for p in pki.iterdir():
+        if p.suffix == ".key":
+            p.chmod(0o600)
+
+
+def write_kubeconfig(
+    path: Path, server: str, pki: Path, user: str, cluster_name: str = "aicenter-testbed"
+) -> Path:
+    """A kubeconfig with the CA and the client certificate embedded (portable, no file references)."""
+
+    def b64(p: Path) -> str:
+        return base64.b64encode(p.read_bytes()).decode()
+
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": cluster_name,
+                "cluster": {"server": server, "certificate-authority-data": b64(pki / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": user,
+                "user": {
+                    "client-certificate-data": b64(pki / f"{user}.crt"),
+                    "client-key-data": b64(pki / f"{user}.key"),
+                },
+            }
+        ],
+        "contexts": [{"name": cluster_name, "context": {"cluster": cluster_name, "user": user}}],
+        "current-context": cluster_name,
+    }
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Talking to a cluster
+
+
+def _kubectl_path() -> Path | None:
+    p = KUBERNETES.path("kubectl")
+    if p.is_file():
+        return p
+    found = shutil.which("kubectl")
+    return Path(found) if found else None
+
+
+@dataclass
+class ClusterClient:
+    """A handle on a running cluster: kubeconfig, API clients, kubectl.
+
+    ``api_client()`` returns a new ``kubernetes.client.ApiClient`` for the kubeconfig (thread-safe to
+    share; make one per thread pool if you like). ``kubectl(*args)`` runs the pinned kubectl against
+    it and returns the completed process (``check=True`` raises with stderr on failure).
+    """
+
+    kubeconfig: Path
+    kubectl_bin: Path | None = None
+    _api: Any = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.kubeconfig = Path(self.kubeconfig)
+        if self.kubectl_bin is None:
+            self.kubectl_bin = _kubectl_path()
+
+    @property
+    def server(self) -> str:
+        doc = yaml.safe_load(self.kubeconfig.read_text())
+        ctx_name = doc.get("current-context")
+        ctx = next(c["context"] for c in doc["contexts"] if c["name"] == ctx_name)
+        return next(c["cluster"]["server"] for c in doc["clusters"] if c["name"] == ctx["cluster"])
+
+    def api_client(self, pool_size: int = 32) -> Any:
+        """A new ``kubernetes.client.ApiClient`` for this cluster (connection pool of ``pool_size``)."""
+        from kubernetes import client, config
+
+        cfg = client.Configuration()
+        config.load_kube_config(config_file=str(self.kubeconfig), client_configuration=cfg)
+        cfg.connection_pool_maxsize = pool_size
+        return client.ApiClient(configuration=cfg)
+
+    @property
+    def api(self) -> Any:
+        """A shared ApiClient (made on first use)."""
+        if self._api is None:
+            self._api = self.api_client()
+        return self._api
+
+    def core_v1(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api)
+
+    def kubectl(
+        self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        if self.kubectl_bin is None:
+            raise ClusterError("kubectl not found: run `aicenter-testbed tools` or put kubectl on PATH")
+        proc = subprocess.run(
+            [str(self.kubectl_bin), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise ClusterError(f"kubectl {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        return proc
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str = "application/json",
+        timeout: float = 60,
+    ) -> tuple[int, Any]:
+        """A raw API request: ``(status, decoded JSON body or text)``; never raises on HTTP errors.
+
+        Fast path for bulk work and for APIs without a generated model (CRDs, ``/version``); auth
+        comes from the kubeconfig through the ApiClient's configuration.
+        """
+        api = self.api
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type
+        api.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
+        r = api.rest_client.request(
+            method, api.configuration.host + path, headers=headers, body=body, _request_timeout=timeout
+        )
+        raw = r.read()
+        try:
+            return r.status, json.loads(raw) if raw else None
+        except ValueError:
+            return r.status, raw.decode(errors="replace")
+
+    def version(self) -> dict[str, str]:
+        """The apiserver's ``/version`` document."""
+        status, doc = self.request("GET", "/version")
+        if status != 200:
+            raise ClusterError(f"GET /version answered {status}: {doc}")
+        return doc
+
+    def create_namespace(self, name: str, labels: dict[str, str] | None = None, timeout: float = 60) -> str:
+        """Create a namespace and wait until its ``default`` ServiceAccount exists (pods need it)."""
+        from kubernetes.client.exceptions import ApiException
+
+        core = self.core_v1()
+        try:
+            core.create_namespace({"metadata": {"name": name, "labels": labels or {}}})
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        wait_for(
+            lambda: core.read_namespaced_service_account("default", name),
+            timeout=timeout,
+            what=f"ServiceAccount default in namespace {name}",
+        )
+        return name
+
+    def delete_namespace(self, name: str, wait: bool = False, timeout: float = 120) -> None:
+        from kubernetes.client.exceptions import ApiException
+
+        core = self.core_v1()
+        try:
+            core.delete_namespace(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
+            return
+        if wait:
+
+            def gone() -> bool:
+                try:
+                    core.read_namespace(name)
+                except ApiException as e:
+                    return e.status == 404
+                return False
+
+            wait_for(gone, timeout=timeout, what=f"namespace {name} to be deleted")
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The launcher
+
+
+class _Https:
+    """Minimal HTTPS GETs for readiness probes (no kubernetes client needed)."""
+
+    def __init__(self, pki: Path | None) -> None:
+        if pki is None:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        else:
+            ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+            ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        self.ctx = ctx
+
+    def get(self, url: str, timeout: float = 3.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(url, context=self.ctx, timeout=timeout) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+
+def _http_get(url: str, timeout: float = 3.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+class LocalCluster:
+    """etcd + kube-apiserver + kube-controller-manager + kube-scheduler + kwok on 127.0.0.1.
+
+    ``with LocalCluster() as c: c.client().core_v1().list_node()``. ``start()`` returns a
+    :class:`ClusterClient`; ``stop()`` terminates and reaps every process (SIGTERM, then SIGKILL)
+    and removes a temporary data directory (a directory you passed is kept, with its logs).
+    """
+
+    COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+    def __init__(
+        self,
+        data_dir: str | Path | None = None,
+        tools: Tools | None = None,
+        *,
+        with_kwok: bool = True,
+        start_timeout: float = 240.0,
+        die_with_parent: bool = True,
+        verbosity: int = 1,
+        keep_data: bool | None = None,
+    ) -> None:
+        self._tmp = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="aicenter-testbed-")).resolve()
+        self.keep_data = (not self._tmp) if keep_data is None else keep_data
+        self._tools = tools
+        self.with_kwok = with_kwok
+        self.start_timeout = start_timeout
+        self.die_with_parent = die_with_parent
+        self.verbosity = verbosity
+        self.procs: dict[str, Process] = {}
+        self.ports: dict[str, int] = {}
+        self.pki = self.data_dir / "pki"
+        self.logs = self.data_dir / "logs"
+        self.kubeconfig = self.data_dir / "kubeconfig"
+        self._client: ClusterClient | None = None
+        self._stopped = False
+
+    # -- public --------------------------------------------------------------------------------
+
+    @property
+    def tools(self) -> Tools:
+        if self._tools is None:
+            self._tools = ensure_tools()
+        return self._tools
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    def __enter__(self) -> LocalCluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> ClusterClient:
+        t0 = time.monotonic()
+        deadline = t0 + self.start_timeout
+        _ = self.tools  # resolve (and build if needed) before anything starts
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(exist_ok=True)
+        try:
+            make_pki(self.pki)
+            self._start_with_retry("etcd", self._etcd, self._etcd_ready, deadline)
+            self._start_with_retry("kube-apiserver", self._apiserver, self._apiserver_ready, deadline)
+            write_kubeconfig(self.kubeconfig, self.server, self.pki, "admin")
+            for user in ("controller-manager", "scheduler", "kwok"):
+                write_kubeconfig(self.data_dir / f"{user}.kubeconfig", self.server, self.pki, user)
+            # The three clients of the apiserver start together and are waited for together.
+            rest = [
+                ("kube-controller-manager", self._controller_manager, self._controller_manager_ready),
+                ("kube-scheduler", self._scheduler, self._scheduler_ready),
+            ]
+            if self.with_kwok:
+                self._write_kwok_config()
+                rest.append(("kwok", self._kwok, self._kwok_ready))
+            self._start_many_with_retry(rest, deadline)
+            self._write_state()
+            _log(f"cluster up in {time.monotonic() - t0:.1f}s at {self.server}; kubeconfig {self.kubeconfig}")
+        except BaseException:
+            self.stop(remove=False)
+            _log(f"cluster start failed; logs kept in {self.logs}")
+            raise
+        self._client = ClusterClient(self.kubeconfig, self.tools.kubectl)
+        return self._client
+
+    def client(self) -> ClusterClient:
+        if self._client is None:
+            self._client = ClusterClient(self.kubeconfig, self.tools.kubectl)
+        return self._client
+
+    def pids(self) -> dict[str, int]:
+        return {n: p.pid for n, p in self.procs.items() if p.pid is not None}
+
+    def check_alive(self) -> None:
+        """Raise :class:`ClusterError` naming any component that has exited."""
+        dead = [n for n, p in self.procs.items() if not p.running()]
+        if dead:
+            tails = "\n".join(f"--- {n} ---\n{self.procs[n].log_tail(1500)}" for n in dead)
+            raise ClusterError(f"component(s) exited: {', '.join(dead)}\n{tails}")
+
+    def rss_bytes(self, component: str = "kube-apiserver") -> int:
+        """Resident set size of a component, read from /proc."""
+        pid = self.procs[component].pid
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise ClusterError(f"no VmRSS for {component} ({pid})")
+
+    def stop(self, remove: bool | None = None) -> None:
+        """Stop every component (clients of the apiserver first, etcd last) and reap them all."""
+        if self._client is not None:
+            self._client.close()
+        order = ["kwok", "kube-scheduler", "kube-controller-manager"]
+        first = [self.procs[n] for n in order if n in self.procs]
+        for p in first:  # signal together, then wait each: a parallel SIGTERM
+            if p.running():
+                with contextlib.suppress(ProcessLookupError):
+                    p.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        for p in first:
+            p.stop()
+        for n in ("kube-apiserver", "etcd"):
+            if n in self.procs:
+                self.procs[n].stop(grace=15.0)
+        self._stopped = True
+        (self.data_dir / "cluster.json").unlink(missing_ok=True)
+        if remove is None:
+            remove = not self.keep_data
+        if remove:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    # -- starting ------------------------------------------------------------------------------
+
+    def _start_with_retry(
+        self, name: str, make: Callable[[], Process], ready: Callable[[], bool], deadline: float
+    ) -> None:
+        self._start_many_with_retry([(name, make, ready)], deadline)
+
+    def _start_many_with_retry(
+        self, specs: Iterable[tuple[str, Callable[[], Process], Callable[[], bool]]], deadline: float
+    ) -> None:
+        pending = list(specs)
+        attempts = dict.fromkeys((n for n, _, _ in pending), 0)
+        for name, make, _ in pending:
+            self._launch(name, make)
+        while pending:
+            still = []
+            for name, make, ready in pending:
+                proc = self.procs[name]
+                if not proc.running():
+                    attempts[name] += 1
+                    if proc.port_clash() and attempts[name] < 5:
+                        _log(f"{name}: port clash, retrying on fresh ports")
+                        proc.stop()
+                        self._launch(name, make)
+                        still.append((name, make, ready))
+                        continue
+                    raise ClusterError(
+                        f"{name} exited with code {proc.proc.returncode if proc.proc else '?'}; "  # type: ignore[union-attr]
+                        f"log {proc.log_path}:\n{proc.log_tail()}"
+                    )
+                try:
+                    ok = ready()
+                except (OSError, ssl.SSLError, ValueError, KeyError):
+                    ok = False
+                if not ok:
+                    still.append((name, make, ready))
+            pending = still
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                names = ", ".join(n for n, _, _ in pending)
+                tails = "\n".join(f"--- {n} ---\n{self.procs[n].log_tail(1500)}" for n, _, _ in pending)
+                raise ClusterError(f"timed out waiting for {names} to become ready\n{tails}")
+            time.sleep(0.25)  # readiness poll interval; the loop re-checks each component's state
+
+    def _launch(self, name: str, make: Callable[[], Process]) -> None:
+        proc = make()
+        self.procs[name] = proc
+        proc.start(die_with_parent=self.die_with_parent)
+
+    # -- components ----------------------------------------------------------------------------
+
+    def _etcd(self) -> Process:
+        self.ports["etcd"] = free_port()
+        self.ports["etcd-peer"] = free_port()
+        client = f"http://127.0.0.1:{self.ports['etcd']}"
+        peer = f"http://127.0.0.1:{self.ports['etcd-peer']}"
+        data = self.data_dir / "etcd"
+        shutil.rmtree(data, ignore_errors=True)  # a retry after a port clash starts a fresh member
+        return Process(
+            "etcd",
+            [
+                str(self.tools.etcd),
+                "--name=testbed",
+                f"--data-dir={data}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster=testbed={peer}",
+                "--initial-cluster-state=new",
+                "--unsafe-no-fsync=true",  # a throw-away test store: durability is not wanted, speed is
+                "--quota-backend-bytes=8589934592",
+                "--log-level=warn",
+            ],
+            self.logs / "etcd.log",
+        )
+
+    def _etcd_ready(self) -> bool:
+        status, body = _http_get(f"http://127.0.0.1:{self.ports['etcd']}/health", timeout=2)
+        return status == 200 and json.loads(body).get("health") == "true"
+
+    def _apiserver(self) -> Process:
+        self.ports["apiserver"] = free_port()
+        pki = self.pki
+        return Process(
+            "kube-apiserver",
+            [
+                str(self.tools.kube_apiserver),
+                f"--etcd-servers=http://127.0.0.1:{self.ports['etcd']}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.ports['apiserver']}",
+                f"--cert-dir={self.data_dir / 'apiserver-certs'}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--authorization-mode=Node,RBAC",
+                f"--enable-admission-plugins={ADMISSION_PLUGINS}",
+                f"--service-account-issuer={SA_ISSUER}",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                f"--api-audiences={SA_ISSUER}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--endpoint-reconciler-type=none",  # 127.0.0.1 is not a valid Endpoints address
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--max-requests-inflight=800",
+                "--max-mutating-requests-inflight=400",
+                f"--v={self.verbosity}",
+            ],
+            self.logs / "kube-apiserver.log",
+        )
+
+    def _apiserver_ready(self) -> bool:
+        status, _ = _Https(self.pki).get(f"https://127.0.0.1:{self.ports['apiserver']}/readyz", timeout=3)
+        return status == 200
+
+    def _leader(self, lease: str) -> str | None:
+        status, body = _Https(self.pki).get(
+            f"{self.server}/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{lease}", timeout=3
+        )
+        if status != 200:
+            return None
+        return json.loads(body).get("spec", {}).get("holderIdentity") or None
+
+    def _controller_manager(self) -> Process:
+        self.ports["controller-manager"] = free_port()
+        kc = self.data_dir / "controller-manager.kubeconfig"
+        pki = self.pki
+        return Process(
+            "kube-controller-manager",
+            [
+                str(self.tools.kube_controller_manager),
+                f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}",
+                f"--authorization-kubeconfig={kc}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['controller-manager']}",
+                f"--cert-dir={self.data_dir / 'controller-manager-certs'}",
+                "--leader-elect=true",
+                "--use-service-account-credentials=true",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--cluster-signing-cert-file={pki / 'ca.crt'}",
+                f"--cluster-signing-key-file={pki / 'ca.key'}",
+                "--cluster-name=aicenter-testbed",
+                "--controllers=*",
+                "--enable-garbage-collector=true",
+                f"--node-monitor-grace-period={NODE_MONITOR_GRACE}",
+                "--kube-api-qps=200",
+                "--kube-api-burst=400",
+                f"--v={self.verbosity}",
+            ],
+            self.logs / "kube-controller-manager.log",
+        )
+
+    def _controller_manager_ready(self) -> bool:
+        status, _ = _Https(None).get(f"https://127.0.0.1:{self.ports['controller-manager']}/healthz")
+        return status == 200 and self._leader("kube-controller-manager") is not None
+
+    def _scheduler(self) -> Process:
+        self.ports["scheduler"] = free_port()
+        kc = self.data_dir / "scheduler.kubeconfig"
+        return Process(
+            "kube-scheduler",
+            [
+                str(self.tools.kube_scheduler),
+                f"--kubeconfig={kc}",
+                f"--authentication-kubeconfig={kc}",
+                f"--authorization-kubeconfig={kc}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.ports['scheduler']}",
+                f"--cert-dir={self.data_dir / 'scheduler-certs'}",
+                "--leader-elect=true",
+                f"--v={self.verbosity}",
+            ],
+            self.logs / "kube-scheduler.log",
+        )
+
+    def _scheduler_ready(self) -> bool:
+        status, _ = _Https(None).get(f"https://127.0.0.1:{self.ports['scheduler']}/readyz")
+        return status == 200 and self._leader("kube-scheduler") is not None
+
+    def _write_kwok_config(self) -> Path:
+        from aicenter.sim.stages import kwok_config_documents
+
+        path = self.data_dir / "kwok.yaml"
+        path.write_text(yaml.safe_dump_all(kwok_config_documents(NODE_LEASE_SECONDS), sort_keys=False))
+        return path
+
+    def _kwok(self) -> Process:
+        self.ports["kwok"] = free_port()
+        home = self.data_dir / "kwok-home"  # kwok also reads ~/.kwok/kwok.yaml: keep the user's out
+        home.mkdir(exist_ok=True)
+        return Process(
+            "kwok",
+            [
+                str(self.tools.kwok),
+                f"--kubeconfig={self.data_dir / 'kwok.kubeconfig'}",
+                f"--config={self.data_dir / 'kwok.yaml'}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                f"--server-address=127.0.0.1:{self.ports['kwok']}",
+                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+            ],
+            self.logs / "kwok.log",
+            env={"HOME": str(home)},
+        )
+
+    def _kwok_ready(self) -> bool:
+        status, _ = _http_get(f"http://127.0.0.1:{self.ports['kwok']}/healthz", timeout=2)
+        return status == 200
+
+    def _write_state(self) -> None:
+        state = {
+            "server": self.server,
+            "kubeconfig": str(self.kubeconfig),
+            "pids": self.pids(),
+            "ports": self.ports,
+            "logs": str(self.logs),
+        }
+        (self.data_dir / "cluster.json").write_text(json.dumps(state, indent=2) + "\n")
+
+
+def wait_apiserver(client: ClusterClient, timeout: float = 60) -> None:
+    """Wait until the apiserver behind a kubeconfig answers ``/readyz``."""
+
+    def ready() -> bool:
+        return client.request("GET", "/readyz", timeout=5)[0] == 200
+
+    try:
+        wait_for(ready, timeout=timeout, what=f"apiserver at {client.server} to be ready")
+    except WaitTimeout as e:
+        raise ClusterError(str(e)) from None
