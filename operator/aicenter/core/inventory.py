@@ -1,0 +1,414 @@
+"""GPU inventory: nodes grouped into pools (centre × GPU class) with indices for fast placement.
+
+Each pool keeps, over its *placeable* nodes (ready, schedulable, centre not in maintenance, not
+reserved), a histogram of free-GPU counts for the whole pool and for every topology domain, and a
+lazy min-heap of nodes per free count. Feasibility of a gang of R × G is then O(max GPUs per node)
+(slots = Σ count[f] · ⌊f / G⌋) and best-fit selection is O(R log n). Every change to a node goes
+through ``_update`` so the indices never drift from the nodes.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from .model import CenterSpec, Node
+
+
+@dataclass(eq=False)
+class NodeState:
+    node: Node
+    sort_key: tuple[str, ...]
+    domains: tuple[str | None, ...]
+    used: int = 0  # GPUs held by workloads the core placed
+    reserved: bool = False  # held back this cycle for a starving workload
+    indexed_free: int = -1  # free count under which the node is indexed; -1 = not indexed
+    workloads: dict[str, int] = field(default_factory=dict)  # workload key → GPUs on this node
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def free(self) -> int:
+        return self.node.allocatable - self.node.foreign_used - self.used
+
+    @property
+    def healthy_capacity(self) -> int:
+        """GPUs that could be ours if every workload of ours finished."""
+        return max(0, self.node.allocatable - self.node.foreign_used)
+
+
+@dataclass
+class Domain:
+    name: str
+    hist: list[int]
+    members: list[NodeState] = field(default_factory=list)
+    _sorted: bool = True
+    _slots: dict[int, int] = field(default_factory=dict)  # GPUs per slot → free slots (cache)
+
+    @property
+    def nodes(self) -> list[NodeState]:
+        """Member nodes in topology order (sorted lazily after membership changes)."""
+        if not self._sorted:
+            self.members.sort(key=lambda s: s.sort_key)
+            self._sorted = True
+        return self.members
+
+    def slots(self, gpus: int) -> int:
+        s = self._slots.get(gpus)
+        if s is None:
+            s = self._slots[gpus] = slots_of(self.hist, gpus)
+        return s
+
+    def potential(self, gpus: int) -> int:
+        """Slots if every workload of ours on its nodes finished."""
+        return sum(ns.healthy_capacity // gpus for ns in self.members)
+
+
+class LevelIndex:
+    """Domains of one topology level bucketed by their free ``gpus``-slots.
+
+    ``max_slots`` and ``best_fit`` are a bisect away; domains changed since the last query are
+    marked dirty by the pool and refreshed lazily, so a cycle pays only for what it touched.
+    """
+
+    def __init__(self, domains: list[Domain], gpus: int) -> None:
+        self.gpus = gpus
+        self.current: dict[str, int] = {}
+        self.buckets: dict[int, dict[str, Domain]] = {}
+        self.keys: list[int] = []  # sorted non-empty slot counts
+        self.dirty: dict[str, Domain] = {}
+        for d in domains:
+            self._put(d, d.slots(gpus))
+
+    def _put(self, d: Domain, slots: int) -> None:
+        self.current[d.name] = slots
+        b = self.buckets.get(slots)
+        if b is None:
+            b = self.buckets[slots] = {}
+            bisect.insort(self.keys, slots)
+        b[d.name] = d
+
+    def _refresh(self) -> None:
+        for name, d in self.dirty.items():
+            new = d.slots(self.gpus)
+            old = self.current[name]
+            if new == old:
+                continue
+            b = self.buckets[old]
+            del b[name]
+            if not b:
+                del self.buckets[old]
+                del self.keys[bisect.bisect_left(self.keys, old)]
+            self._put(d, new)
+        self.dirty.clear()
+
+    def max_slots(self) -> int:
+        self._refresh()
+        return self.keys[-1] if self.keys else 0
+
+    def best_fit(self, need: int, spread: bool = False) -> Domain | None:
+        """The domain with the fewest slots ≥ ``need`` (most, for spread); ties by name."""
+        self._refresh()
+        if not self.keys or self.keys[-1] < need:
+            return None
+        slots = self.keys[-1] if spread else self.keys[bisect.bisect_left(self.keys, need)]
+        b = self.buckets[slots]
+        return b[min(b)]
+
+
+def slots_of(hist: list[int], gpus: int) -> int:
+    total = 0
+    for f in range(gpus, len(hist)):
+        c = hist[f]
+        if c:
+            total += c * (f // gpus)
+    return total
+
+
+class Pool:
+    """Nodes of one GPU class in one centre."""
+
+    def __init__(self, center: CenterSpec, gpu_class: str) -> None:
+        self.center = center
+        self.gpu_class = gpu_class
+        self.levels = len(center.topology_keys)
+        self.nodes: dict[str, NodeState] = {}
+        self.width = 1  # max allocatable seen: histogram size - 1
+        self.hist: list[int] = [0, 0]
+        self.buckets: list[list[tuple[tuple[str, ...], str]]] = [[], []]
+        self.domains: list[dict[str, Domain]] = [{} for _ in range(self.levels)]
+        self.version = 0  # bumped on every change to a node's free GPUs or placeability
+        self._indices: dict[tuple[int, int], LevelIndex] = {}  # (level, gpus) → index
+        self._level_indices: list[list[LevelIndex]] = [[] for _ in range(self.levels)]
+        self._biggest: int | None = None  # largest healthy node capacity; reset on add/remove
+        self._order: list[list[Domain]] | None = None  # domains per level by name; reset on add/remove
+        self._potential: dict[tuple[int, int], int] = {}  # (level, gpus) → best domain potential
+
+    # -- membership -------------------------------------------------------------------------
+
+    def placeable(self, ns: NodeState) -> bool:
+        n = ns.node
+        return n.ready and n.schedulable and not self.center.maintenance and not ns.reserved
+
+    def _grow(self, width: int) -> None:
+        if width <= self.width:
+            return
+        extra = width - self.width
+        self.hist.extend([0] * extra)
+        self.buckets.extend([] for _ in range(extra))
+        for level in self.domains:
+            for d in level.values():
+                d.hist.extend([0] * extra)
+        self.width = width
+
+    def _index(self, ns: NodeState) -> None:
+        f = ns.free
+        if not self.placeable(ns) or f <= 0:
+            ns.indexed_free = -1
+            return
+        f = min(f, self.width)
+        ns.indexed_free = f
+        self.hist[f] += 1
+        heapq.heappush(self.buckets[f], (ns.sort_key, ns.name))
+        for lvl, dom in enumerate(ns.domains):
+            if dom is not None:
+                d = self.domains[lvl][dom]
+                d.hist[f] += 1
+                d._slots.clear()
+                for idx in self._level_indices[lvl]:
+                    idx.dirty[dom] = d
+
+    def _unindex(self, ns: NodeState) -> None:
+        f = ns.indexed_free
+        if f < 0:
+            return
+        self.hist[f] -= 1
+        for lvl, dom in enumerate(ns.domains):
+            if dom is not None:
+                d = self.domains[lvl][dom]
+                d.hist[f] -= 1
+                d._slots.clear()
+                for idx in self._level_indices[lvl]:
+                    idx.dirty[dom] = d
+        ns.indexed_free = -1  # the heap entry goes stale and is skipped lazily
+
+    def add(self, ns: NodeState) -> None:
+        self._grow(max(ns.node.allocatable, ns.node.capacity))
+        self.nodes[ns.name] = ns
+        for lvl, dom in enumerate(ns.domains):
+            if dom is None:
+                continue
+            d = self.domains[lvl].get(dom)
+            if d is None:
+                d = self.domains[lvl][dom] = Domain(dom, [0] * (self.width + 1))
+            d.members.append(ns)
+            d._sorted = False
+        self._index(ns)
+        self.version += 1
+        self._shape_changed()
+
+    def _shape_changed(self) -> None:
+        self._indices.clear()
+        self._level_indices = [[] for _ in range(self.levels)]
+        self._biggest = None
+        self._order = None
+        self._potential.clear()
+
+    def remove(self, name: str) -> NodeState | None:
+        ns = self.nodes.pop(name, None)
+        if ns is None:
+            return None
+        self._unindex(ns)
+        for lvl, dom in enumerate(ns.domains):
+            if dom is None:
+                continue
+            d = self.domains[lvl][dom]
+            d.members.remove(ns)
+            if not d.members:
+                del self.domains[lvl][dom]
+        self.version += 1
+        self._shape_changed()
+        return ns
+
+    def update(self, ns: NodeState, *, used_delta: int = 0, reserved: bool | None = None) -> None:
+        """The one way node usage or reservation changes; keeps every index in step."""
+        self._unindex(ns)
+        ns.used += used_delta
+        if reserved is not None:
+            ns.reserved = reserved
+        self._index(ns)
+        self.version += 1
+
+    def reindex_all(self) -> None:
+        """Recompute placeability of every node (e.g. after maintenance changed)."""
+        for ns in self.nodes.values():
+            self._unindex(ns)
+            self._index(ns)
+        self.version += 1
+        self._shape_changed()
+
+    def ordered_domains(self, level: int) -> list[Domain]:
+        if self._order is None:
+            self._order = [[lv[k] for k in sorted(lv)] for lv in self.domains]
+        return self._order[level]
+
+    def level_potential(self, level: int, gpus: int) -> int:
+        """The most slots any one domain of ``level`` could ever offer (all our work finished)."""
+        key = (level, gpus)
+        if key not in self._potential:
+            self._potential[key] = max((d.potential(gpus) for d in self.ordered_domains(level)), default=0)
+        return self._potential[key]
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def slots(self, gpus: int) -> int:
+        return slots_of(self.hist, gpus)
+
+    def biggest_node(self) -> int:
+        """The most healthy GPUs any one node of the pool has."""
+        if self._biggest is None:
+            self._biggest = max((ns.healthy_capacity for ns in self.nodes.values()), default=0)
+        return self._biggest
+
+    def free_gpus(self) -> int:
+        return sum(f * c for f, c in enumerate(self.hist))
+
+    def level_index(self, level: int, gpus: int) -> LevelIndex:
+        idx = self._indices.get((level, gpus))
+        if idx is None:
+            idx = self._indices[(level, gpus)] = LevelIndex(self.ordered_domains(level), gpus)
+            self._level_indices[level].append(idx)
+        return idx
+
+    def max_domain_slots(self, level: int, gpus: int) -> int:
+        """Largest number of free ``gpus``-slots in any one domain of ``level``."""
+        return self.level_index(level, gpus).max_slots()
+
+    def peek_bucket(self, f: int) -> NodeState | None:
+        """The first node (by topology order) indexed with exactly ``f`` free GPUs."""
+        heap = self.buckets[f]
+        while heap:
+            _, name = heap[0]
+            ns = self.nodes.get(name)
+            if ns is not None and ns.indexed_free == f:
+                return ns
+            heapq.heappop(heap)
+        return None
+
+    def compact(self) -> None:
+        """Drop stale heap entries when they pile up (amortised, keeps memory bounded)."""
+        for f, heap in enumerate(self.buckets):
+            if len(heap) > 2 * self.hist[f] + 64:
+                live = [(ns.sort_key, ns.name) for ns in self.nodes.values() if ns.indexed_free == f]
+                heapq.heapify(live)
+                self.buckets[f] = live
+
+
+class Inventory:
+    """Every node of every centre, grouped into pools.
+
+    GPU holdings are kept per node *name*, apart from the nodes themselves, so that nodes, centres
+    and workloads can arrive in any order (as they do when the shell rebuilds after a restart).
+    """
+
+    def __init__(self) -> None:
+        self.centers: dict[str, CenterSpec] = {}
+        self.pools: dict[tuple[str, str], Pool] = {}
+        self.nodes: dict[str, NodeState] = {}
+        self.holdings: dict[str, dict[str, int]] = {}  # node name → workload key → GPUs
+        self._known: dict[str, Node] = {}  # every node the shell told us of, attached or not
+
+    def pool(self, center: str, gpu_class: str) -> Pool | None:
+        return self.pools.get((center, gpu_class))
+
+    def pools_of(self, center: str) -> Iterator[Pool]:
+        for (c, _), p in sorted(self.pools.items()):
+            if c == center:
+                yield p
+
+    def set_center(self, spec: CenterSpec) -> None:
+        old = self.centers.get(spec.name)
+        self.centers[spec.name] = spec
+        if old is not None and old.topology_keys == spec.topology_keys:
+            for p in self.pools_of(spec.name):
+                p.center = spec
+                p.reindex_all()
+            return
+        # New centre or new topology keys: (re)attach its nodes.
+        for n in self._known.values():
+            if n.center == spec.name:
+                self._detach(n.name)
+                self._attach(n)
+
+    def remove_center(self, name: str) -> None:
+        self.centers.pop(name, None)
+        for n in self._known.values():
+            if n.center == name:
+                self._detach(n.name)
+
+    def _attach(self, node: Node) -> NodeState | None:
+        spec = self.centers.get(node.center)
+        if spec is None:
+            return None
+        domains = tuple(node.topology.get(k) for k in spec.topology_keys)
+        sort_key = (*(d or "" for d in reversed(domains)), node.name)
+        held = self.holdings.setdefault(node.name, {})
+        ns = NodeState(node, sort_key, domains, used=sum(held.values()), workloads=held)
+        key = (node.center, node.gpu_class)
+        p = self.pools.get(key)
+        if p is None:
+            p = self.pools[key] = Pool(spec, node.gpu_class)
+        p.add(ns)
+        self.nodes[node.name] = ns
+        return ns
+
+    def _detach(self, name: str) -> NodeState | None:
+        ns = self.nodes.pop(name, None)
+        if ns is None:
+            return None
+        key = (ns.node.center, ns.node.gpu_class)
+        p = self.pools[key]
+        p.remove(name)
+        if not p.nodes:
+            del self.pools[key]
+        return ns
+
+    def set_node(self, node: Node) -> NodeState | None:
+        """Add or replace a node; GPUs already held on it stay held."""
+        self._detach(node.name)
+        self._known[node.name] = node
+        return self._attach(node)
+
+    def remove_node(self, name: str) -> None:
+        self._known.pop(name, None)
+        self._detach(name)
+
+    def pool_of(self, ns: NodeState) -> Pool:
+        return self.pools[(ns.node.center, ns.node.gpu_class)]
+
+    def _change(self, node: str, key: str, delta: int) -> None:
+        held = self.holdings.setdefault(node, {})
+        left = held.get(key, 0) + delta
+        if left > 0:
+            held[key] = left
+        else:
+            held.pop(key, None)
+        if not held and node not in self._known:
+            del self.holdings[node]
+        ns = self.nodes.get(node)
+        if ns is not None:
+            self.pool_of(ns).update(ns, used_delta=delta)
+
+    def hold(self, key: str, nodes: tuple[str, ...], gpus_per_replica: int) -> None:
+        """Charge a workload's GPUs to its nodes (also to nodes not seen yet)."""
+        for name in nodes:
+            self._change(name, key, gpus_per_replica)
+
+    def release(self, key: str, nodes: tuple[str, ...], gpus_per_replica: int) -> None:
+        for name in nodes:
+            if key in self.holdings.get(name, {}):
+                self._change(name, key, -gpus_per_replica)

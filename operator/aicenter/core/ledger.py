@@ -1,0 +1,166 @@
+"""Quota ledger: GPUs used, borrowed and lent per quota and class, within cohorts.
+
+Rules, per GPU class:
+- a quota never uses more than its ``limit``;
+- usage up to ``guaranteed`` is the quota's own; above it is borrowed from idle guarantees of
+  quotas in the same cohort of the same centre, so a cohort never uses more than the sum of its
+  members' guarantees (Σ used ≤ Σ guaranteed; total borrowed ≤ total idle guarantee);
+- a quota without a cohort is a cohort of one: it cannot borrow.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from .model import QuotaSpec
+
+
+def fmt(n: int) -> str:
+    return f"{n:,}"
+
+
+@dataclass
+class ClassUsage:
+    guaranteed: int
+    limit: int
+    used: int = 0
+
+    @property
+    def borrowed(self) -> int:
+        return max(0, self.used - self.guaranteed)
+
+    @property
+    def idle(self) -> int:
+        return max(0, self.guaranteed - self.used)
+
+
+class QuotaLedger:
+    """Usage bookkeeping for every quota; O(1) admission checks."""
+
+    def __init__(self) -> None:
+        self.specs: dict[str, QuotaSpec] = {}
+        self.usage: dict[str, dict[str, ClassUsage]] = {}
+        # (centre, cohort id, class) → [Σ guaranteed, Σ used]
+        self._cohorts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+
+    @staticmethod
+    def cohort_id(spec: QuotaSpec) -> str:
+        return spec.cohort if spec.cohort else f"quota:{spec.name}"
+
+    def _cohort(self, spec: QuotaSpec, cls: str) -> list[int]:
+        return self._cohorts[(spec.center, self.cohort_id(spec), cls)]
+
+    def set_quota(self, spec: QuotaSpec) -> None:
+        """Add or replace a quota, keeping the usage it already has."""
+        old_usage = self.usage.get(spec.name, {})
+        if spec.name in self.specs:
+            self.remove_quota(spec.name)
+        self.specs[spec.name] = spec
+        cls_usage = {}
+        for cls in sorted(set(spec.classes()) | set(old_usage)):
+            g = spec.guaranteed.get(cls, 0)
+            lim = max(g, spec.limit.get(cls, g))
+            used = old_usage[cls].used if cls in old_usage else 0
+            cls_usage[cls] = ClassUsage(g, lim, used)
+            c = self._cohort(spec, cls)
+            c[0] += g
+            c[1] += used
+        self.usage[spec.name] = cls_usage
+
+    def remove_quota(self, name: str) -> None:
+        spec = self.specs.pop(name, None)
+        if spec is None:
+            return
+        for cls, u in self.usage.pop(name, {}).items():
+            c = self._cohort(spec, cls)
+            c[0] -= u.guaranteed
+            c[1] -= u.used
+
+    def charge(self, quota: str, cls: str, gpus: int) -> None:
+        """Add (or with a negative number, release) usage. Unknown quotas are ignored."""
+        spec = self.specs.get(quota)
+        if spec is None:
+            return
+        u = self.usage[quota].get(cls)
+        if u is None:
+            u = self.usage[quota][cls] = ClassUsage(0, 0)
+        u.used += gpus
+        self._cohort(spec, cls)[1] += gpus
+
+    def used(self, quota: str, cls: str) -> int:
+        u = self.usage.get(quota, {}).get(cls)
+        return u.used if u else 0
+
+    def is_borrowing(self, quota: str, cls: str) -> bool:
+        u = self.usage.get(quota, {}).get(cls)
+        return bool(u and u.borrowed > 0)
+
+    def within_guarantee(self, quota: str, cls: str, gpus: int) -> bool:
+        u = self.usage.get(quota, {}).get(cls)
+        return bool(u and u.used + gpus <= u.guaranteed)
+
+    def check(self, quota: str, cls: str, gpus: int) -> str | None:
+        """None when ``gpus`` more of ``cls`` fit the quota, else a plain-language reason."""
+        spec = self.specs.get(quota)
+        if spec is None:
+            return f"quota {quota} does not exist"
+        u = self.usage[quota].get(cls)
+        if u is None or u.limit == 0:
+            return f"quota {quota} has no {cls} GPUs in its allocation"
+        if u.used + gpus > u.limit:
+            return (
+                f"quota {quota}: limit {fmt(u.limit)} {cls} reached — "
+                f"{fmt(u.used)} used, {fmt(gpus)} requested"
+            )
+        if u.used + gpus <= u.guaranteed:
+            return None
+        g_sum, used_sum = self._cohort(spec, cls)
+        if used_sum + gpus <= g_sum:
+            return None
+        others_idle = max(0, g_sum - used_sum - u.idle)
+        if spec.cohort is None:
+            return (
+                f"quota {quota}: guarantee {fmt(u.guaranteed)} {cls} reached — {fmt(u.used)} used, "
+                f"{fmt(gpus)} requested, and it is in no cohort to borrow from"
+            )
+        return (
+            f"quota {quota}: would borrow {fmt(u.used + gpus - u.guaranteed)} {cls} "
+            f"({fmt(u.used)} used of {fmt(u.guaranteed)} guaranteed, {fmt(gpus)} requested) but the "
+            f"other quotas of cohort {spec.cohort} have only {fmt(others_idle)} idle"
+        )
+
+    def borrowed_by(self, quota: str, cls: str, gpus: int) -> int:
+        """GPUs of ``gpus`` more that would be borrowed (above the guarantee)."""
+        u = self.usage.get(quota, {}).get(cls)
+        if u is None:
+            return gpus
+        return max(0, u.used + gpus - max(u.guaranteed, u.used))
+
+    def lent(self, quota: str, cls: str) -> int:
+        """This quota's share of what its cohort borrows, split over idle guarantees."""
+        spec = self.specs.get(quota)
+        u = self.usage.get(quota, {}).get(cls)
+        if spec is None or u is None or u.idle == 0:
+            return 0
+        cid = self.cohort_id(spec)
+        members = [
+            self.usage[q][cls]
+            for q, s in self.specs.items()
+            if s.center == spec.center and self.cohort_id(s) == cid and cls in self.usage[q]
+        ]
+        borrowed = sum(m.borrowed for m in members)
+        idle = sum(m.idle for m in members)
+        return min(u.idle, borrowed * u.idle // idle) if idle else 0
+
+    def dominant_share(self, quota: str) -> float:
+        """Weighted dominant share: max over classes of used / guaranteed (or limit), / weight."""
+        spec = self.specs.get(quota)
+        if spec is None:
+            return 0.0
+        share = 0.0
+        for u in self.usage[quota].values():
+            base = u.guaranteed or u.limit
+            if base:
+                share = max(share, u.used / base)
+        return share / max(1, spec.weight)
