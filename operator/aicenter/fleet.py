@@ -17,6 +17,9 @@ from pathlib import Path
 
 import yaml
 
+from .core import CenterSpec, Node, Scheduler, SchedulerConfig, TopologyMode, Workload
+from .core import QuotaSpec as CoreQuota
+
 DEFAULT_PRESET = "korea-national-fleet"
 RACKS_PER_ZONE = 64
 
@@ -333,3 +336,31 @@ def job_stream(fleet: Fleet, count: int, seed: int = 0, max_gpus: int | None = N
             topology_key=key,
             topology_mode=mode,
         )
+
+
+def build_scheduler(fleet: Fleet, config: SchedulerConfig | None = None) -> Scheduler:
+    """A core scheduler loaded with every centre, quota and node of ``fleet``."""
+    s = Scheduler(config)
+    for c in fleet.centers:
+        s.set_center(CenterSpec(c.name, DEFAULT_TOPOLOGY_KEYS))
+        for q in c.quotas:
+            s.set_quota(CoreQuota(q.name, c.name, dict(q.guaranteed), dict(q.limit), q.cohort))
+    for n in iter_nodes(fleet):
+        gpus = n.shape.gpus_per_node
+        s.set_node(Node(n.name, n.center, n.gpu_class, gpus, gpus, topology=n.topology()))
+    return s
+
+
+def workload_of(job: JobSpec, created: float) -> Workload:
+    """The core workload for a generated job (one gang)."""
+    return Workload(
+        key=job.name,
+        quota=job.quota,
+        replicas=job.replicas,
+        gpus_per_replica=job.gpus_per_replica,
+        created=created,
+        gpu_class=job.gpu_class,
+        topology_key=job.topology_key,
+        topology_mode=TopologyMode(job.topology_mode) if job.topology_mode else TopologyMode.REQUIRED,
+        priority=job.priority,
+    )
