@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from aicenter.api import generate
@@ -37,6 +38,7 @@ def test_expected_files():
         "manifests/crds/all.yaml",
         "manifests/samples/korea-national-fleet.yaml",
         "manifests/samples/namespaces.yaml",
+        "docs/api.md",
     } <= files
     assert any(f.startswith("manifests/samples/jobs/") for f in files)
 
@@ -83,3 +85,20 @@ def test_only_one_group(tmp_path):
 
 def test_main_check_on_the_repository():
     assert generate.main(["--check", "--root", str(ROOT)]) == 0
+
+
+def test_docs_reference_is_spliced_between_markers():
+    from aicenter.api import reference
+
+    text = (ROOT / "docs/api.md").read_text()
+    assert text.count(reference.BEGIN) == 1 and text.count(reference.END) == 1
+    block = text.split(reference.BEGIN)[1].split(reference.END)[0]
+    for kind in ("AICenter", "GPUQuota", "GPUJob"):
+        assert f"### {kind} reference" in block
+    for field in ("`gpusPerReplica`", "`resources[].limit`", "`nodeNotReadyGraceSeconds`", "`topology.mode`"):
+        assert field in block
+    assert "spec.resources[].limit must be >= guaranteed" in block
+    with pytest.raises(ValueError, match="markers"):
+        reference.splice("no markers here", "x")
+    spliced = reference.splice(f"head\n{reference.BEGIN}\nold\n{reference.END}\ntail\n", "new")
+    assert spliced == f"head\n{reference.BEGIN}\n\nnew\n\n{reference.END}\ntail\n"

@@ -116,8 +116,8 @@ def string(
 
 
 def enum(description: str, values: tuple[str, ...] | list[str], *, default: str | None = None) -> Schema:
-    """A string restricted to ``values``; the description lists them (kubectl explain omits enums)."""
-    return string(f"{description} One of: {', '.join(values)}.", enum=values, default=default)
+    """A string restricted to ``values`` (kubectl explain shows them)."""
+    return string(description, enum=values, default=default)
 
 
 def integer(
@@ -296,7 +296,8 @@ def root_schema(kind: str, description: str, spec: Schema, status: Schema) -> Sc
                 f" For {kind} it is {API_VERSION}."
             ),
             "kind": string(f"Kind is the REST resource this object represents: {kind}."),
-            "metadata": {"description": "Standard object metadata.", "type": "object"},
+            # The API server allows nothing but the type here (it rejects even a description).
+            "metadata": {"type": "object"},
             "spec": spec,
             "status": status,
         },

@@ -101,6 +101,13 @@ def sample_files() -> dict[str, str]:
     }
 
 
+def doc_blocks() -> dict[str, str]:
+    """The generated field reference spliced into docs/api.md."""
+    from aicenter.api.reference import reference_markdown
+
+    return {"api.md": reference_markdown()}
+
+
 def job_files() -> dict[str, str]:
     """Example GPUJobs, one per file."""
     from aicenter.api.samples import example_jobs
@@ -116,6 +123,7 @@ class Target:
     group: str  # "crds" or "samples": what a run may be limited to
     optional: bool = False  # written only when the directory already exists
     owned: bool = False  # the generator owns every *.yaml file in the directory
+    splice: bool = False  # render gives a block spliced between markers into the existing file
 
 
 TARGETS: tuple[Target, ...] = (
@@ -123,8 +131,9 @@ TARGETS: tuple[Target, ...] = (
     Target("charts/aicenter-operator/crds", crd_files, "crds", optional=True),
     Target("manifests/samples", sample_files, "samples"),
     Target("manifests/samples/jobs", job_files, "samples", owned=True),
+    Target("docs", doc_blocks, "docs", splice=True),
 )
-GROUPS = ("crds", "samples")
+GROUPS = ("crds", "samples", "docs")
 
 
 def find_root(start: str | Path | None = None) -> Path:
@@ -153,6 +162,12 @@ def expected_files(root: Path, groups: Iterable[str] = GROUPS) -> dict[Path, str
         if t.render not in cache:
             cache[t.render] = t.render()
         for name, text in cache[t.render].items():
+            if t.splice:
+                from aicenter.api.reference import BEGIN, END, splice
+
+                path = d / name
+                current = path.read_text() if path.exists() else f"{BEGIN}\n{END}\n"
+                text = splice(current, text)
             out[d / name] = text
     return out
 
@@ -231,7 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m aicenter.api.generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--check", action="store_true", help="exit 1 and print a diff when a file differs")
     p.add_argument("--root", help="repository root (default: found from this file or the working directory)")
-    p.add_argument("--only", choices=GROUPS, action="append", help="limit to crds or samples (repeatable)")
+    p.add_argument(
+        "--only", choices=GROUPS, action="append", help="limit to crds, samples or docs (repeatable)"
+    )
     args = p.parse_args(argv)
     return run(args.root, check=args.check, groups=tuple(args.only or GROUPS))
 
