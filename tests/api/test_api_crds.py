@@ -64,7 +64,7 @@ def test_names_scope_and_short_names():
         spec = crds.crd_for(kind)["spec"]
         assert spec["names"]["plural"] == plural == api.PLURALS[kind]
         assert spec["names"]["shortNames"] == [short]
-        assert spec["names"]["categories"] == ["aicenter"]
+        assert spec["names"]["categories"] == ["aicenter-all"]
         assert spec["names"]["listKind"] == f"{kind}List"
         assert spec["scope"] == scope
         assert (scope == "Namespaced") == api.NAMESPACED[kind]

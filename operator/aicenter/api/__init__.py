@@ -11,7 +11,7 @@ from __future__ import annotations
 GROUP = "aicenter.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
-CATEGORY = "aicenter"
+CATEGORY = "aicenter-all"
 
 # Kinds and their resource names.
 KIND_AICENTER = "AICenter"
