@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The project's one test command: virtualenv, pinned test-bed tools, lint, import contracts, tests.
+#
+#   hack/test.sh                 # everything
+#   hack/test.sh -m 'not cluster' tests/api   # extra arguments go to pytest
+#
+# Caches live under ~/.cache (pip, Go build and module caches, ~/.cache/aicenter-testbed for the
+# Kubernetes/etcd/kwok/helm binaries); a warm run spends its time in the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PYTHON:-python3}
+VENV=.venv
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+# 1. virtualenv (recreated if missing or broken), dependencies re-installed when pyproject changes
+if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    echo "== creating $VENV"
+    rm -rf "$VENV"
+    "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.aicenter-deps"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || ! "$VENV/bin/python" -c 'import aicenter, kubernetes, pytest' >/dev/null 2>&1; then
+    echo "== installing the project and its dev dependencies"
+    "$VENV/bin/python" -m pip install -q -e '.[dev]'
+    echo "$want" >"$stamp"
+fi
+
+# 2. pinned Kubernetes / etcd / kwok / helm binaries (built once into ~/.cache/aicenter-testbed)
+echo "== test-bed tools"
+"$VENV/bin/python" -m aicenter.testbed.tools
+
+# 3. lint and import contracts, then 4. tests. Every step runs; the script fails if any did.
+failed=()
+echo "== ruff check"
+"$VENV/bin/ruff" check . || failed+=("ruff check")
+echo "== lint-imports"
+"$VENV/bin/lint-imports" || failed+=("lint-imports")
+
+# "no tests collected" (pytest exit 5) is a failure, not a pass
+echo "== pytest"
+set +e
+"$VENV/bin/python" -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" -eq 5 ]; then
+    echo "hack/test.sh: pytest collected no tests; treating that as a failure" >&2
+    failed+=("pytest (no tests collected)")
+elif [ "$rc" -ne 0 ]; then
+    failed+=("pytest (exit $rc)")
+fi
+
+if [ "${#failed[@]}" -gt 0 ]; then
+    echo "hack/test.sh: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "hack/test.sh: all checks passed"
