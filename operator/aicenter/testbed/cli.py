@@ -285,8 +285,48 @@ def cmd_fault(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Start a fresh cluster, bring a fleet's nodes up, report seconds and RSS, stop."""
+    from aicenter.testbed.cluster import LocalCluster
+
+    fleet = _fleet(args)
+    t0 = time.monotonic()
+    with LocalCluster(args.dir) as cluster:
+        control_plane_s = time.monotonic() - t0
+        client = cluster.client()
+        info = add_nodes(client, fleet, wait=True, timeout=args.timeout, workers=args.workers)
+        rss_ready = {n: round(_rss_mib(p), 1) for n, p in cluster.pids().items()}
+        settle_until = time.monotonic() + args.settle
+        peak = dict(rss_ready)
+        while time.monotonic() < settle_until:  # sample RSS while leases and heartbeats run
+            cluster.check_alive()
+            for n, p in cluster.pids().items():
+                peak[n] = max(peak[n], round(_rss_mib(p), 1))
+            time.sleep(1)
+        result = {
+            **info,
+            "control_plane_seconds": round(control_plane_s, 1),
+            "rss_mib_when_ready": rss_ready,
+            "rss_mib_peak": peak,
+            "settle_seconds": args.settle,
+        }
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="aicenter-testbed", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="aicenter-testbed",
+        description="A local Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager, "
+        "kube-scheduler, kwok) with a simulated GPU fleet.",
+    )
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def fleet_opts(p: argparse.ArgumentParser, scale: float) -> None:
@@ -330,11 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--kubeconfig", default=None)
     p.set_defaults(func=cmd_fault)
 
+    p = sub.add_parser("bench", help="time a fleet's bring-up on a fresh cluster and report process RSS")
+    fleet_opts(p, 0.025)
+    p.add_argument("--dir", default=None, help="data directory (default: a temporary one, removed)")
+    p.add_argument("--workers", type=int, default=16, help="threads creating nodes")
+    p.add_argument("--settle", type=float, default=60, help="seconds to keep sampling RSS after Ready")
+    p.add_argument("--timeout", type=float, default=900)
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("tools", help="build (if needed) and print the pinned tools")
     p.add_argument("--print-path", action="store_true", help="print a PATH prefix instead")
     p.set_defaults(func=cmd_tools)
 
-    p = sub.add_parser("_serve", help=argparse.SUPPRESS)
+    p = sub.add_parser("_serve")  # internal: the detached supervisor (no help: not listed)
     p.add_argument("--dir", required=True)
     p.set_defaults(func=cmd_serve)
     return ap
