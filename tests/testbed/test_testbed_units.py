@@ -238,3 +238,39 @@ def test_wait_for_times_out_naming_what_and_the_last_error():
     with pytest.raises(WaitTimeout, match=r"waiting for the pod to exist.*KeyError.*pod-7"):
         wait_for(boom, timeout=0.2, what="the pod to exist", interval=0.01)
     assert time.monotonic() - t0 < 2
+
+
+def test_components_die_with_the_process_that_started_them(tmp_path):
+    """A component gets SIGTERM when its parent is killed (no orphaned control plane)."""
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, pathlib\n"
+        "from aicenter.testbed.cluster import Process\n"
+        "p = Process('sleeper', ['sleep', '600'], pathlib.Path(sys.argv[1]) / 'sleeper.log')\n"
+        "p.start()\n"
+        "print(p.pid, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child = int(parent.stdout.readline())
+    assert Path(f"/proc/{child}").exists()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=10)
+
+    def gone():
+        try:
+            state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return state in ("Z", "X")
+
+    wait_for(gone, timeout=10, what=f"orphaned child {child} to die")

@@ -86,11 +86,22 @@ def free_port() -> int:
     raise ClusterError("no free port found")
 
 
+def _load_prctl():  # resolved once in the parent: nothing is loaded between fork and exec
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec
-    # PR_SET_PDEATHSIG = 1: the component gets SIGTERM if the process that started it dies, so a
-    # killed test run or supervisor leaves no control plane behind.
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    # The component gets SIGTERM if the process that started it dies, so a killed test run or
+    # supervisor leaves no control plane behind.
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 @dataclass
