@@ -113,6 +113,7 @@ class Release:
     home: Path  # helm's cache/config/data
     kubeconfig: Path
     values: dict[str, str] = field(default_factory=dict)
+    notes: str = ""  # the NOTES helm printed on install
 
     @property
     def fullname(self) -> str:
@@ -136,9 +137,11 @@ class Release:
 
     def install(self) -> subprocess.CompletedProcess[str]:
         # No --wait: the operator's pod cannot run in the kwok test bed (no kubelet pulls its image).
-        return self.helm(
+        proc = self.helm(
             "install", self.name, str(CHART), "--namespace", self.namespace, *set_args(self.values)
         )
+        self.notes = proc.stdout.split("NOTES:", 1)[-1]
+        return proc
 
     def uninstall(self, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.helm(
