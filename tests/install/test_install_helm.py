@@ -251,13 +251,14 @@ def test_service_account_kubeconfig_authenticates_as_the_service_account(
         sa.close()
 
 
-def _sample_docs() -> list[dict]:
-    out = docs((SAMPLES / "namespaces.yaml").read_text()) + docs(
-        (SAMPLES / "korea-national-fleet.yaml").read_text()
-    )
-    for path in sorted((SAMPLES / "jobs").glob("*.yaml")):
-        out += docs(path.read_text())
-    return out
+def _sample_groups() -> list[tuple[str, list[dict]]]:
+    """The sample files in the order they apply: tenant namespaces, the fleet, the example jobs."""
+    jobs = [d for p in sorted((SAMPLES / "jobs").glob("*.yaml")) for d in docs(p.read_text())]
+    return [
+        ("namespaces.yaml", docs((SAMPLES / "namespaces.yaml").read_text())),
+        ("korea-national-fleet.yaml", docs((SAMPLES / "korea-national-fleet.yaml").read_text())),
+        ("jobs", jobs),
+    ]
 
 
 def _path(doc: dict) -> str:
@@ -271,35 +272,35 @@ def _path(doc: dict) -> str:
 
 def test_samples_apply_after_the_crds_are_established(cluster, chart_release):
     """``manifests/samples`` (tenant namespaces, the national fleet, the example GPUJobs) apply once the
-    CRDs are Established, and ``kubectl get aicenters,gpuquotas,gpujobs`` lists them. If another test
-    of this session left objects of the same names, they are only validated (server-side dry run) so
-    that test's state is left alone; otherwise they are created and deleted again."""
+    CRDs are Established, and ``kubectl get aicenters,gpuquotas,gpujobs`` lists them; then they are
+    deleted again. A file whose objects another test of this session already created (the e2e tests
+    make fleet centres of the same names) is applied as a server-side dry run instead, which runs the
+    same validation (schema, CEL, admission) and leaves that test's objects alone."""
     for name in CRDS:
         wait_for(lambda n=name: _established(cluster, n), timeout=60, what=f"CRD {name} Established")
-    samples = _sample_docs()
-    clash = [_path(d) for d in samples if _exists(cluster, _path(d))]
-    files = ["namespaces.yaml", "korea-national-fleet.yaml", "jobs/"]
-    if clash:
-        dry = ("apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f")
-        cluster.kubectl(*dry, str(SAMPLES / "namespaces.yaml"))
-        cluster.kubectl(*dry, str(SAMPLES / "korea-national-fleet.yaml"))
-        if all(_exists(cluster, _path(d)) for d in samples if d["kind"] == "Namespace"):
-            cluster.kubectl(*dry, str(SAMPLES / "jobs"))
-        return
+    created: list[tuple[str, list[dict]]] = []
     try:
-        for f in files:
+        for f, objs in _sample_groups():
+            if any(_exists(cluster, _path(d)) for d in objs):
+                cluster.kubectl(
+                    "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-f", str(SAMPLES / f)
+                )
+                continue
             cluster.kubectl("apply", "--server-side", "-f", str(SAMPLES / f))
+            created.append((f, objs))
         listed = json.loads(cluster.kubectl("get", "aicenters,gpuquotas,gpujobs", "-A", "-o", "json").stdout)
         got = {(o["kind"], o["metadata"]["name"]) for o in listed["items"]}
-        want = {(d["kind"], d["metadata"]["name"]) for d in samples if d["kind"] != "Namespace"}
-        assert want <= got
+        want = {(d["kind"], d["metadata"]["name"]) for _, objs in created for d in objs}
+        assert {w for w in want if w[0] != "Namespace"} <= got
+        assert any(f == "jobs" for f, _ in created), "the example GPUJobs were not created"
     finally:
-        for f in reversed(files):
+        for f, _ in reversed(created):
             cluster.kubectl(
                 "delete", "--ignore-not-found", "--wait=false", "-f", str(SAMPLES / f), check=False
             )
+        mine = [_path(d) for _, objs in created for d in objs]
         wait_for(
-            lambda: not any(_exists(cluster, _path(d)) for d in samples),
+            lambda: not any(_exists(cluster, p) for p in mine),
             timeout=180,
             what="the sample objects and namespaces to be deleted",
         )
