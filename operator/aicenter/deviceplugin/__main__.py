@@ -1,0 +1,3 @@
+from aicenter.deviceplugin.main import main
+
+raise SystemExit(main())
