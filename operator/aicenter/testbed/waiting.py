@@ -27,6 +27,7 @@ def wait_for(
     value seen and the last exception the predicate raised, if any. Exceptions from the predicate
     are treated as "not yet" (an object that does not exist yet is the common case).
     """
+    __tracebackhide__ = True  # pytest shows the caller's line, not this loop
     deadline = time.monotonic() + timeout
     last_value: object = None
     last_error: BaseException | None = None
