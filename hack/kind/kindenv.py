@@ -76,7 +76,7 @@ NODE_PACKAGES = (
 )
 OPERATOR_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 # Bumped whenever the assembly below changes in a way the hashed inputs do not show.
-NODE_RECIPE = 1
+NODE_RECIPE = 2
 OPERATOR_RECIPE = 1
 WORKLOAD_RECIPE = 1
 
@@ -445,6 +445,15 @@ def build_pause(dest: Path) -> None:
         )
 
 
+def etcd_image_tag() -> str:
+    """The tag our etcd image gets: its real version (kubeadm derives etcd's flags from the tag)."""
+    text = out([str(tb.ETCD.path("etcd")), "--version"])
+    m = re.search(r"etcd Version: (\d+\.\d+\.\d+)", text)
+    if not m:
+        raise RuntimeError(f"cannot read the etcd version: {text[:200]}")
+    return f"{m.group(1)}-0"
+
+
 def kubeadm_images(kubeadm: Path) -> dict[str, str]:
     """component → image reference, as kubeadm of this version names them."""
     refs = out([str(kubeadm), "config", "images", "list", "--kubernetes-version", K8S_VERSION]).split()
@@ -536,9 +545,10 @@ def ensure_node_image(force: bool = False) -> str:
     return NODE_IMAGE
 
 
+# kind's image also sets STOPSIGNAL SIGRTMIN+3, which `docker import --change` (Docker 20.10) does
+# not accept; kind removes its nodes with `docker rm -f`, so no stop signal is ever sent.
 NODE_CHANGES = [
     "ENV container=docker",
-    "STOPSIGNAL SIGRTMIN+3",
     'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
 ]
 
@@ -632,7 +642,11 @@ def _preload_images(t: tb.Tools, kubeadm: Path, root: Path, w: Path) -> None:
             {"usr/local/bin/kube-controller-manager": t.kube_controller_manager},
         ),
         OciImage([refs["kube-scheduler"]], {"usr/local/bin/kube-scheduler": t.kube_scheduler}),
-        OciImage([refs["etcd"]], {"usr/local/bin/etcd": t.etcd, **shared_libs(t.etcd)}),
+        # named for its real version: kubeadm 1.34 gives etcd >= 3.6 flags 3.5 rejects (--feature-gates)
+        OciImage(
+            [refs["etcd"].rsplit(":", 1)[0] + ":" + etcd_image_tag()],
+            {"usr/local/bin/etcd": t.etcd, **shared_libs(t.etcd)},
+        ),
         OciImage([refs["pause"], "registry.k8s.io/pause:3.10"], {"pause": pause}, entrypoint=["/pause"]),
     ]
     archive = w / "images.tar"
@@ -649,7 +663,6 @@ def _preload_images(t: tb.Tools, kubeadm: Path, root: Path, w: Path) -> None:
                 "--label=io.cri-containerd.pinned=pinned",
                 "--all-platforms",
                 "--no-unpack",
-                "--digests",
                 str(archive),
             ],
             capture=True,
@@ -854,6 +867,11 @@ kubeadmConfigPatches:
   - |
     kind: InitConfiguration
     skipPhases: ["preflight", "addon/kube-proxy", "addon/coredns"]
+  - |
+    kind: ClusterConfiguration
+    etcd:
+      local:
+        imageTag: "{etcd_image_tag()}"
 """
 
 
