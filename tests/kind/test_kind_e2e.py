@@ -339,30 +339,39 @@ def test_center_counts_the_kind_workers(kind, center):
     assert st["totalGPUs"] == st["healthyGPUs"] == st["freeGPUs"] == 2 * GPUS_PER_WORKER
 
 
-def test_single_replica_job_runs_with_its_gpus(kind, center, device_plugin):
-    st = run_job(kind, center, gpujob("hello-gpus", replicas=1, gpus=2, script=PRINT_GPUS))
-    (placement,) = st["placements"]
-    assert placement["node"] in device_plugin
-    pod = kind.core.read_namespaced_pod(placement["pod"], center)
-    assert pod.spec.scheduler_name == api.DEFAULT_SCHEDULER_NAME
-    assert pod.spec.node_name == placement["node"]
-    assert pod.status.phase == "Succeeded"
-    log = pod_log(kind, center, placement["pod"])
-    m = re.search(r"NVIDIA_VISIBLE_DEVICES=(\S+)", log)
+def job_pods(kind: Kind, namespace: str, job: str) -> list:
+    """The job's replica pods (the operator clears status.placements once the job has finished)."""
+    pods = kind.core.list_namespaced_pod(namespace, label_selector=f"{api.LABEL_JOB}={job}").items
+    return sorted(pods, key=lambda p: p.metadata.name)
+
+
+def visible_gpus(log: str) -> list[str]:
+    m = re.search(r"NVIDIA_VISIBLE_DEVICES=(\S*)", log)
     assert m, log
-    uuids = m.group(1).split(",")
+    return [u for u in m.group(1).split(",") if u]
+
+
+def test_single_replica_job_runs_with_its_gpus(kind, center, device_plugin):
+    run_job(kind, center, gpujob("hello-gpus", replicas=1, gpus=2, script=PRINT_GPUS))
+    (pod,) = job_pods(kind, center, "hello-gpus")
+    assert pod.spec.scheduler_name == api.DEFAULT_SCHEDULER_NAME
+    assert pod.spec.node_name in device_plugin
+    assert pod.status.phase == "Succeeded"
+    log = pod_log(kind, center, pod.metadata.name)
+    uuids = visible_gpus(log)
     assert len(uuids) == 2 and all(re.fullmatch(UUID, u) for u in uuids), log
     assert "AICENTER_GPU_PRODUCT=NVIDIA-B200" in log
 
 
 def test_gang_spans_both_workers(kind, center, device_plugin):
-    st = run_job(kind, center, gpujob("gang-16", replicas=2, gpus=GPUS_PER_WORKER, script=PRINT_GPUS))
-    nodes = sorted(p["node"] for p in st["placements"])
-    assert nodes == device_plugin, st["placements"]
+    run_job(kind, center, gpujob("gang-16", replicas=2, gpus=GPUS_PER_WORKER, script=PRINT_GPUS))
+    pods = job_pods(kind, center, "gang-16")
+    assert sorted(p.spec.node_name for p in pods) == device_plugin
     seen: set[str] = set()
-    for p in st["placements"]:
-        log = pod_log(kind, center, p["pod"])
-        uuids = re.search(r"NVIDIA_VISIBLE_DEVICES=(\S+)", log).group(1).split(",")
+    for p in pods:
+        assert p.status.phase == "Succeeded"
+        log = pod_log(kind, center, p.metadata.name)
+        uuids = visible_gpus(log)
         assert len(uuids) == GPUS_PER_WORKER, log
         assert "world=2" in log
         seen |= set(uuids)
