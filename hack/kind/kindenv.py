@@ -77,8 +77,9 @@ NODE_PACKAGES = (
 OPERATOR_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 # Bumped whenever the assembly below changes in a way the hashed inputs do not show.
 NODE_RECIPE = 2
-OPERATOR_RECIPE = 1
+OPERATOR_RECIPE = 2
 WORKLOAD_RECIPE = 1
+ROOTFS_RECIPE = 2
 
 POD_SUBNET = "10.244.0.0/16"
 SERVICE_SUBNET = "10.96.0.0/16"
@@ -261,7 +262,7 @@ def docker_import(tar: Path, image: str, inputs: str, changes: list[str]) -> Non
 
 def ensure_rootfs(name: str, packages: tuple[str, ...]) -> Path:
     """A debootstrapped Debian rootfs as a tarball, cached by suite and package list."""
-    key = hash_inputs(SUITE, *packages)
+    key = hash_inputs(ROOTFS_RECIPE, SUITE, *packages)
     d = cache_root() / "rootfs"
     tar = d / f"{name}-{SUITE}-{key}.tar"
     if tar.is_file():
@@ -292,7 +293,7 @@ def ensure_rootfs(name: str, packages: tuple[str, ...]) -> Path:
             for f in (root / sub).glob("*"):
                 if f.is_file():
                     f.unlink()
-        for sub in ("usr/share/doc", "usr/share/man", "usr/share/info"):
+        for sub in ("usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale"):
             shutil.rmtree(root / sub, ignore_errors=True)
             (root / sub).mkdir(parents=True, exist_ok=True)
         tar_dir(root, tar.with_suffix(".part"))
@@ -778,6 +779,22 @@ def ensure_operator_image(force: bool = False) -> str:
             env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
         )
         shutil.rmtree(root / "tmp/wheels")
+        # nothing installs at run time: drop pip and setuptools from the venv (~20 MiB)
+        run(
+            [
+                "chroot",
+                str(root),
+                "/opt/aicenter/bin/python",
+                "-m",
+                "pip",
+                "uninstall",
+                "-y",
+                "-q",
+                "pip",
+                "setuptools",
+            ],
+            capture=True,
+        )
         run(
             [
                 "chroot",
@@ -1019,8 +1036,10 @@ def wait_nodes_ready(kubeconfig: Path, timeout: float = 180) -> None:
 
 
 def load_images(images: list[str], name: str = CLUSTER_NAME) -> None:
+    """Load into the workers only: the operator and the workloads never run on the control plane."""
     t0 = time.monotonic()
-    run(kind_cmd("load", "docker-image", "--name", name, *images), capture=True)
+    workers = [n for n in node_containers(name) if not n.endswith("control-plane")]
+    run(kind_cmd("load", "docker-image", "--name", name, "--nodes", ",".join(workers), *images), capture=True)
     log(f"loaded {', '.join(images)} into the nodes in {time.monotonic() - t0:.0f}s")
 
 

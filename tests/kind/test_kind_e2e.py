@@ -176,7 +176,7 @@ def device_plugin(kind) -> Iterator[list[str]]:
 def release(kind, device_plugin) -> Iterator[str]:
     """``helm install`` the chart with the local operator image; uninstalled at the end."""
     repo, tag = OPERATOR_IMAGE.rsplit(":", 1)
-    kind.kubectl("create", "namespace", RELEASE_NS)
+    kind.kubectl("create", "namespace", RELEASE_NS, check=False)  # fresh cluster: absent
     kind.kubectl(
         "label", "namespace", RELEASE_NS, "pod-security.kubernetes.io/enforce=restricted", "--overwrite"
     )
