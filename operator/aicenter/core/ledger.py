@@ -43,6 +43,9 @@ class QuotaLedger:
         self.usage: dict[str, dict[str, ClassUsage]] = {}
         # (centre, cohort id, class) → [Σ guaranteed, Σ used]
         self._cohorts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+        # GPUs charged to quotas not (or no longer) known, kept until the quota arrives: the shell
+        # may feed running workloads before their quota (e.g. when it rebuilds after a restart).
+        self._unknown: dict[str, dict[str, int]] = {}
 
     @staticmethod
     def cohort_id(spec: QuotaSpec) -> str:
@@ -53,15 +56,15 @@ class QuotaLedger:
 
     def set_quota(self, spec: QuotaSpec) -> None:
         """Add or replace a quota, keeping the usage it already has."""
-        old_usage = self.usage.get(spec.name, {})
         if spec.name in self.specs:
             self.remove_quota(spec.name)
+        old_usage = self._unknown.pop(spec.name, {})
         self.specs[spec.name] = spec
         cls_usage = {}
         for cls in sorted(set(spec.classes()) | set(old_usage)):
             g = spec.guaranteed.get(cls, 0)
             lim = max(g, spec.limit.get(cls, g))
-            used = old_usage[cls].used if cls in old_usage else 0
+            used = old_usage.get(cls, 0)
             cls_usage[cls] = ClassUsage(g, lim, used)
             c = self._cohort(spec, cls)
             c[0] += g
@@ -72,15 +75,26 @@ class QuotaLedger:
         spec = self.specs.pop(name, None)
         if spec is None:
             return
+        kept = {}
         for cls, u in self.usage.pop(name, {}).items():
             c = self._cohort(spec, cls)
             c[0] -= u.guaranteed
             c[1] -= u.used
+            if u.used:
+                kept[cls] = u.used
+        if kept:
+            self._unknown[name] = kept
 
     def charge(self, quota: str, cls: str, gpus: int) -> None:
-        """Add (or with a negative number, release) usage. Unknown quotas are ignored."""
+        """Add (or with a negative number, release) usage; kept aside for quotas not known yet."""
         spec = self.specs.get(quota)
         if spec is None:
+            held = self._unknown.setdefault(quota, {})
+            held[cls] = held.get(cls, 0) + gpus
+            if not held[cls]:
+                del held[cls]
+            if not held:
+                del self._unknown[quota]
             return
         u = self.usage[quota].get(cls)
         if u is None:
@@ -113,11 +127,17 @@ class QuotaLedger:
                 f"quota {quota}: limit {fmt(u.limit)} {cls} reached — "
                 f"{fmt(u.used)} used, {fmt(gpus)} requested"
             )
-        if u.used + gpus <= u.guaranteed:
-            return None
         g_sum, used_sum = self._cohort(spec, cls)
         if used_sum + gpus <= g_sum:
             return None
+        if u.used + gpus <= u.guaranteed:
+            # Within its own guarantee, but other quotas still borrow part of it: it gets the GPUs
+            # back by reclaim (preemption), not by pushing the cohort past Σ guaranteed.
+            return (
+                f"quota {quota}: {fmt(gpus)} {cls} requested within its guarantee ({fmt(u.used)} used of "
+                f"{fmt(u.guaranteed)}) but {fmt(used_sum + gpus - g_sum)} of it is lent to other quotas of "
+                f"cohort {spec.cohort} until they give it back"
+            )
         others_idle = max(0, g_sum - used_sum - u.idle)
         if spec.cohort is None:
             return (

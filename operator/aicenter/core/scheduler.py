@@ -70,6 +70,7 @@ class Scheduler:
         self.workloads: dict[str, Workload] = {}
         self.running: dict[str, dict[str, Workload]] = defaultdict(dict)  # quota → key → workload
         self._suspect: set[str] = set()  # nodes that may need evictions
+        self._admitted_now: set[str] = set()  # admitted this cycle: not preemption victims yet
 
     # -- state feed -------------------------------------------------------------------------
 
@@ -147,6 +148,7 @@ class Scheduler:
         self._reserved: list[NodeState] = []
         self._reserved_pools: set[tuple[str, str]] = set()
         self._preempt_budget = self.config.max_preemption_attempts
+        self._admitted_now = set()
         try:
             # Pass 1 admits what fits within guarantees; work that must borrow waits for pass 2, so
             # nothing borrows GPUs that an owner later in the same queue is entitled to.
@@ -253,11 +255,13 @@ class Scheduler:
                 cls=cls,
                 never=True,
             )
+        # Pass 1 only handles work within its quota's guarantee: anything else — admitted, or admitted
+        # through preemption — would borrow, and waits for pass 2.
+        if not allow_borrow and not self.ledger.within_guarantee(spec.name, cls, w.gpus):
+            return _Outcome(deferred=True)
         reason = self.ledger.check(spec.name, cls, w.gpus)
         if reason is not None:
             return _Outcome(reason="QuotaExceeded", message=reason, cls=cls, pool=pool, quota_blocked=True)
-        if not allow_borrow and not self.ledger.within_guarantee(spec.name, cls, w.gpus):
-            return _Outcome(deferred=True)
         lvl = placement.feasible_level(pool, w)
         if lvl is None:
             miss = placement.explain(pool, w)
@@ -272,16 +276,22 @@ class Scheduler:
         w.placement = nodes
         w.placed_class = pool.gpu_class
         self._hold(w)
+        self._admitted_now.add(w.key)
         return Admit(w.key, pool.gpu_class, nodes, borrowed, after)
 
     # -- preemption -------------------------------------------------------------------------
 
     def _victim_candidates(self, w: Workload, spec: QuotaSpec, cls: str) -> list[tuple[Workload, bool]]:
-        """(victim, is_reclaim) pairs, cheapest first: lowest priority, then fewest GPUs, then youngest."""
+        """(victim, is_reclaim) pairs, cheapest first: lowest priority, then fewest GPUs, then youngest.
+
+        Work admitted earlier in this cycle is not a candidate: its admission is a decision already
+        made (the shell has not even started it); a preemptor that needs it tries again next cycle.
+        """
         out: list[tuple[Workload, bool]] = []
+        fresh = self._admitted_now
         if spec.within_quota == WithinQuota.LOWER_PRIORITY:
             for v in self.running[spec.name].values():
-                if v.preemptible and v.placed_class == cls and v.priority < w.priority:
+                if v.preemptible and v.placed_class == cls and v.priority < w.priority and v.key not in fresh:
                     out.append((v, False))
         if spec.reclaim_lent != ReclaimLent.NEVER and self.ledger.within_guarantee(spec.name, cls, w.gpus):
             cohort = self.ledger.cohort_id(spec)
@@ -298,6 +308,7 @@ class Scheduler:
                         v.preemptible
                         and v.placed_class == cls
                         and (spec.reclaim_lent == ReclaimLent.ANY or v.priority < w.priority)
+                        and v.key not in fresh
                     ):
                         out.append((v, True))
         out.sort(key=lambda p: (p[0].priority, p[0].gpus, -(p[0].started or 0.0), p[0].key))
@@ -383,14 +394,14 @@ class Scheduler:
             if ns is None:
                 if name in self.inventory._known:
                     continue  # its centre is unknown for now; keep the work and wait
-                victims = [(k, "NodeGone", f"node {name} was removed") for k in held]
+                victims = [(k, "NodeGone", f"node {name} was removed") for k in sorted(held)]
             elif not ns.node.ready:
                 since = ns.node.not_ready_since
                 grace = self.inventory.centers[ns.node.center].not_ready_grace_s
                 if since is not None and now - since >= grace:
                     victims = [
                         (k, "NodeNotReady", f"node {name} has been NotReady for {now - since:.0f}s")
-                        for k in held
+                        for k in sorted(held)
                     ]
                 else:
                     continue  # within grace: check again next cycle
