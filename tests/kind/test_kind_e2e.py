@@ -11,7 +11,8 @@ skipped, saying so. In order, sharing one module-scoped setup:
 4. GPUJobs: one replica that prints the GPUs it got and Succeeds; a 2-replica gang of 8 GPUs each,
    which only fits across both workers;
 5. fault injection: an unhealthy-GPU annotation shrinks the node's allocatable nvidia.com/gpu and
-   the AICenter's healthy GPUs, and recovery restores them;
+   the AICenter's healthy GPUs, a gang needing every GPU waits meanwhile, and recovery restores the
+   GPUs and lets the gang run;
 6. ``helm uninstall`` removes what the chart installed.
 """
 
@@ -21,6 +22,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,13 +295,19 @@ PRINT_GPUS = (
 )
 
 
-def run_job(kind: Kind, namespace: str, job: dict, timeout: float = 240) -> dict:
-    name = job["metadata"]["name"]
+def submit(kind: Kind, namespace: str, job: dict) -> str:
     job["metadata"]["namespace"] = namespace
     kind.apply([job])
+    return job["metadata"]["name"]
 
+
+def job_status(kind: Kind, namespace: str, name: str) -> dict:
+    return kind.get(api.PLURAL_GPUJOBS, name, namespace).get("status") or {}
+
+
+def wait_succeeded(kind: Kind, namespace: str, name: str, timeout: float = 240) -> dict:
     def finished():
-        st = kind.get(api.PLURAL_GPUJOBS, name, namespace).get("status") or {}
+        st = job_status(kind, namespace, name)
         return st if st.get("phase") in (api.PHASE_SUCCEEDED, api.PHASE_FAILED) else None
 
     try:
@@ -309,6 +317,10 @@ def run_job(kind: Kind, namespace: str, job: dict, timeout: float = 240) -> dict
         raise
     assert st["phase"] == api.PHASE_SUCCEEDED, json.dumps(st, indent=1)
     return st
+
+
+def run_job(kind: Kind, namespace: str, job: dict, timeout: float = 240) -> dict:
+    return wait_succeeded(kind, namespace, submit(kind, namespace, job), timeout)
 
 
 def pod_log(kind: Kind, namespace: str, pod: str) -> str:
@@ -395,6 +407,17 @@ def test_unhealthy_gpus_shrink_allocatable_and_the_centre(kind, center, device_p
             what="AICenter healthyGPUs to drop by 2",
         )
         assert st["totalGPUs"] == total
+        # a gang needing all 8 GPUs of both workers must now wait: the operator does not place on
+        # GPUs the kubelet no longer offers
+        gang = submit(
+            kind, center, gpujob("gang-after-fault", replicas=2, gpus=GPUS_PER_WORKER, script=PRINT_GPUS)
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            phase = job_status(kind, center, gang).get("phase")
+            assert phase in (None, api.PHASE_PENDING), f"gang admitted on degraded capacity: {phase}"
+            time.sleep(1)
+        assert not job_pods(kind, center, gang)
     finally:
         kind.kubectl("annotate", "node", worker, f"{UNHEALTHY}-", check=False)
     wait_for(
@@ -407,6 +430,9 @@ def test_unhealthy_gpus_shrink_allocatable_and_the_centre(kind, center, device_p
         timeout=60,
         what="AICenter healthyGPUs back to 16",
     )
+    # recovered: the waiting gang runs across both workers
+    wait_succeeded(kind, center, "gang-after-fault")
+    assert sorted(p.spec.node_name for p in job_pods(kind, center, "gang-after-fault")) == device_plugin
 
 
 def test_helm_uninstall_cleans_up(kind, release, center):
