@@ -30,9 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from aicenter.core import QuotaLedger, QuotaSpec, Scheduler, SchedulerConfig  # noqa: E402
-from aicenter.core.invariants import violations  # noqa: E402
-from aicenter.fleet import (  # noqa: E402
+from aicenter.core import QuotaLedger, QuotaSpec, Scheduler, SchedulerConfig
+from aicenter.core.invariants import violations
+from aicenter.fleet import (
     LABEL_RACK,
     LABEL_ZONE,
     Fleet,

@@ -147,6 +147,7 @@ class Pool:
         self._biggest: int | None = None  # largest healthy node capacity; reset on add/remove
         self._order: list[list[Domain]] | None = None  # domains per level by name; reset on add/remove
         self._potential: dict[tuple[int, int], int] = {}  # (level, gpus) → best domain potential
+        self._sorted_nodes: list[NodeState] | None = None  # every node in topology order; reset on add/remove
 
     # -- membership -------------------------------------------------------------------------
 
@@ -217,6 +218,7 @@ class Pool:
         self._biggest = None
         self._order = None
         self._potential.clear()
+        self._sorted_nodes = None
 
     def remove(self, name: str) -> NodeState | None:
         ns = self.nodes.pop(name, None)
@@ -250,6 +252,12 @@ class Pool:
             self._index(ns)
         self.version += 1
         self._shape_changed()
+
+    def ordered_nodes(self) -> list[NodeState]:
+        """Every node of the pool in topology order."""
+        if self._sorted_nodes is None:
+            self._sorted_nodes = sorted(self.nodes.values(), key=lambda s: s.sort_key)
+        return self._sorted_nodes
 
     def ordered_domains(self, level: int) -> list[Domain]:
         if self._order is None:

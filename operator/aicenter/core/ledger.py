@@ -46,6 +46,11 @@ class QuotaLedger:
         # GPUs charged to quotas not (or no longer) known, kept until the quota arrives: the shell
         # may feed running workloads before their quota (e.g. when it rebuilds after a restart).
         self._unknown: dict[str, dict[str, int]] = {}
+        # Memos for a saturated queue, which asks the same questions many times per cycle: refusal
+        # messages by every number they depend on (cleared when a quota changes), and dominant
+        # shares (dropped when the quota's usage or spec changes).
+        self._refusals: dict[tuple[str, str, int, int, int], str] = {}
+        self._shares: dict[str, float] = {}
 
     @staticmethod
     def cohort_id(spec: QuotaSpec) -> str:
@@ -56,6 +61,8 @@ class QuotaLedger:
 
     def set_quota(self, spec: QuotaSpec) -> None:
         """Add or replace a quota, keeping the usage it already has."""
+        self._refusals.clear()
+        self._shares.pop(spec.name, None)
         if spec.name in self.specs:
             self.remove_quota(spec.name)
         old_usage = self._unknown.pop(spec.name, {})
@@ -75,6 +82,8 @@ class QuotaLedger:
         spec = self.specs.pop(name, None)
         if spec is None:
             return
+        self._refusals.clear()
+        self._shares.pop(name, None)
         kept = {}
         for cls, u in self.usage.pop(name, {}).items():
             c = self._cohort(spec, cls)
@@ -101,6 +110,7 @@ class QuotaLedger:
             u = self.usage[quota][cls] = ClassUsage(0, 0)
         u.used += gpus
         self._cohort(spec, cls)[1] += gpus
+        self._shares.pop(quota, None)
 
     def used(self, quota: str, cls: str) -> int:
         u = self.usage.get(quota, {}).get(cls)
@@ -122,14 +132,25 @@ class QuotaLedger:
         u = self.usage[quota].get(cls)
         if u is None or u.limit == 0:
             return f"quota {quota} has no {cls} GPUs in its allocation"
+        cohort = self._cohort(spec, cls)
+        if u.used + gpus <= u.limit and cohort[1] + gpus <= cohort[0]:
+            return None
+        key = (quota, cls, gpus, u.used, cohort[1])
+        msg = self._refusals.get(key)
+        if msg is None:
+            if len(self._refusals) >= 4096:
+                self._refusals.clear()
+            msg = self._refusals[key] = self._refusal(spec, u, cls, gpus, cohort)
+        return msg
+
+    def _refusal(self, spec: QuotaSpec, u: ClassUsage, cls: str, gpus: int, cohort: list[int]) -> str:
+        quota = spec.name
         if u.used + gpus > u.limit:
             return (
                 f"quota {quota}: limit {fmt(u.limit)} {cls} reached — "
                 f"{fmt(u.used)} used, {fmt(gpus)} requested"
             )
-        g_sum, used_sum = self._cohort(spec, cls)
-        if used_sum + gpus <= g_sum:
-            return None
+        g_sum, used_sum = cohort
         if u.used + gpus <= u.guaranteed:
             # Within its own guarantee, but other quotas still borrow part of it: it gets the GPUs
             # back by reclaim (preemption), not by pushing the cohort past Σ guaranteed.
@@ -175,6 +196,9 @@ class QuotaLedger:
 
     def dominant_share(self, quota: str) -> float:
         """Weighted dominant share: max over classes of used / guaranteed (or limit), / weight."""
+        share = self._shares.get(quota)
+        if share is not None:
+            return share
         spec = self.specs.get(quota)
         if spec is None:
             return 0.0
@@ -183,4 +207,5 @@ class QuotaLedger:
             base = u.guaranteed or u.limit
             if base:
                 share = max(share, u.used / base)
-        return share / max(1, spec.weight)
+        share = self._shares[quota] = share / max(1, spec.weight)
+        return share

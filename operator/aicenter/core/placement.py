@@ -212,25 +212,62 @@ def reservation(pool: Pool, w: Workload) -> list[NodeState]:
     if plan is None:
         return []
     levels, anywhere = plan
-    groups: list[list[NodeState]]
-    if levels and not anywhere:
-        groups = [d.nodes for _, d in sorted(pool.domains[levels[-1]].items())]
-    else:
-        groups = [list(pool.nodes.values())]
-    best: tuple[int, list[NodeState]] | None = None
-    for nodes in groups:
-        usable = [ns for ns in nodes if pool.placeable(ns)]
-        if sum(ns.healthy_capacity // g for ns in usable) < r:
+    if not levels or anywhere:
+        return _reserve_anywhere(pool, g, r)
+    # One pass per domain: its capacity, its free slots now, and its placeable nodes bucketed by free
+    # GPUs (each bucket stays in topology order, so no sort is needed to take the freest first).
+    best: tuple[int, dict[int, list[NodeState]]] | None = None
+    for _, d in sorted(pool.domains[levels[-1]].items()):
+        capacity = now = 0
+        by_free: dict[int, list[NodeState]] = {}
+        for ns in d.nodes:
+            if not pool.placeable(ns):
+                continue
+            free = max(0, ns.free)
+            capacity += ns.healthy_capacity // g
+            now += free // g
+            bucket = by_free.get(free)
+            if bucket is None:
+                by_free[free] = [ns]
+            else:
+                bucket.append(ns)
+        if capacity < r:
             continue
-        now = sum(max(0, ns.free) // g for ns in usable)
         if best is None or now > best[0]:
-            best = (now, usable)
+            best = (now, by_free)
     if best is None:
         return []
     chosen, slots = [], 0
-    for ns in sorted(best[1], key=lambda s: (-max(0, s.free), s.sort_key)):
+    for free in sorted(best[1], reverse=True):
+        for ns in best[1][free]:
+            chosen.append(ns)
+            slots += ns.healthy_capacity // g
+            if slots >= r:
+                return chosen
+    return chosen
+
+
+def _reserve_anywhere(pool: Pool, g: int, r: int) -> list[NodeState]:
+    """``reservation`` over the whole pool, without visiting every node.
+
+    The same choice as sorting every placeable node by (most free first, topology order): nodes with
+    free GPUs come from the pool's free-count index, then busy ones in topology order — only until
+    the healthy capacity taken holds the gang (none if the whole pool cannot).
+    """
+    chosen: list[NodeState] = []
+    slots = 0
+    for f in range(pool.width, 0, -1):
+        live = {name: pool.nodes[name] for _, name in pool.buckets[f] if name in pool.nodes}
+        for ns in sorted((ns for ns in live.values() if ns.indexed_free == f), key=lambda s: s.sort_key):
+            chosen.append(ns)
+            slots += ns.healthy_capacity // g
+            if slots >= r:
+                return chosen
+    for ns in pool.ordered_nodes():
+        if ns.indexed_free > 0 or not pool.placeable(ns):
+            continue  # taken above, or not placeable
         chosen.append(ns)
         slots += ns.healthy_capacity // g
         if slots >= r:
-            break
-    return chosen
+            return chosen
+    return []

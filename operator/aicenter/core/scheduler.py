@@ -71,6 +71,10 @@ class Scheduler:
         self.running: dict[str, dict[str, Workload]] = defaultdict(dict)  # quota → key → workload
         self._suspect: set[str] = set()  # nodes that may need evictions
         self._admitted_now: set[str] = set()  # admitted this cycle: not preemption victims yet
+        # Placement misses this cycle: (pool, GPUs per replica, replicas, topology key, mode) →
+        # (pool version, miss). A pool's version changes with any change to it, so a hit is exactly
+        # what feasible_level and explain would say again; a saturated queue asks this many times.
+        self._misses: dict[tuple, tuple[int, placement.Miss]] = {}
 
     # -- state feed -------------------------------------------------------------------------
 
@@ -149,6 +153,7 @@ class Scheduler:
         self._reserved_pools: set[tuple[str, str]] = set()
         self._preempt_budget = self.config.max_preemption_attempts
         self._admitted_now = set()
+        self._misses = {}
         try:
             # Pass 1 admits what fits within guarantees; work that must borrow waits for pass 2, so
             # nothing borrows GPUs that an owner later in the same queue is entitled to.
@@ -262,9 +267,15 @@ class Scheduler:
         reason = self.ledger.check(spec.name, cls, w.gpus)
         if reason is not None:
             return _Outcome(reason="QuotaExceeded", message=reason, cls=cls, pool=pool, quota_blocked=True)
+        shape = (pool, w.gpus_per_replica, w.replicas, w.topology_key, w.topology_mode)
+        seen = self._misses.get(shape)
+        if seen is not None and seen[0] == pool.version:
+            miss = seen[1]
+            return _Outcome(reason=miss.reason, message=miss.message, cls=cls, pool=pool, never=miss.never)
         lvl = placement.feasible_level(pool, w)
         if lvl is None:
             miss = placement.explain(pool, w)
+            self._misses[shape] = (pool.version, miss)
             return _Outcome(reason=miss.reason, message=miss.message, cls=cls, pool=pool, never=miss.never)
         return _Outcome(admit=self._commit(w, spec, pool, lvl))
 
