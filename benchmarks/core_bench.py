@@ -207,7 +207,6 @@ def simulate(placer, fleet: Fleet, args, topo_of: dict[str, dict[str, str]], pro
     ends: dict[str, float] = {}
     prof = cProfile.Profile() if profile else None
     now = 0.0
-    exhausted = False
     for i in range(args.cycles):
         while finish and finish[0][0] <= now:
             t, key = heapq.heappop(finish)
@@ -215,10 +214,9 @@ def simulate(placer, fleet: Fleet, args, topo_of: dict[str, dict[str, str]], pro
                 del ends[key]
                 placer.remove(key)
                 run.completed += 1
-        while not exhausted and placer.pending() < args.pending + args.margin:
+        for _ in range(max(0, args.pending + args.margin - placer.pending())):
             job = next(stream, None)
             if job is None:
-                exhausted = True
                 break
             jobs[job.name] = job
             placer.add(job, now)
