@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 import time
 from typing import Any
@@ -274,6 +275,11 @@ async def amain(s: Settings) -> int:
         loop.create_task(lead()),
         loop.create_task(refresh_status(engine, kube)),
     ]
+    # Stop on SIGTERM/SIGINT, and whenever kopf stops (it handles those signals itself when it can).
+    kopf_task.add_done_callback(lambda _: stop.set())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
 
     try:
         await stop.wait()
