@@ -9,27 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PY=${PYTHON:-python3}
-VENV=.venv
-export PIP_DISABLE_PIP_VERSION_CHECK=1
-
-# 1. virtualenv (recreated if missing or broken), dependencies re-installed when pyproject changes
-if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
-    echo "== creating $VENV"
-    rm -rf "$VENV"
-    "$PY" -m venv "$VENV"
-fi
-stamp="$VENV/.aicenter-deps"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
-if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] || ! "$VENV/bin/python" -c 'import aicenter, kubernetes, pytest' >/dev/null 2>&1; then
-    echo "== installing the project and its dev dependencies"
-    "$VENV/bin/python" -m pip install -q -e '.[dev]'
-    echo "$want" >"$stamp"
-fi
-
-# 2. pinned Kubernetes / etcd / kwok / helm binaries (built once into ~/.cache/aicenter-testbed)
-echo "== test-bed tools"
-"$VENV/bin/python" -m aicenter.testbed.tools
+# 1-2. virtualenv and pinned Kubernetes / etcd / kwok / helm binaries
+# shellcheck source=lib/venv.sh
+source hack/lib/venv.sh
 
 # 3. lint and import contracts, then tests. Every step runs; the script fails if any did.
 failed=()

@@ -83,7 +83,7 @@ def test_operator_scenario_under_the_chart_service_account(
             "centre status",
         )
         events = call(cluster, "GET", f"/api/v1/namespaces/{ns_a}/events")["items"]
-        assert {"Admitted", "Bound", "Preempted"} <= {e["reason"] for e in events}
+        assert {"Scheduled", "Preempted"} <= {e["reason"] for e in events}
         lease = call(
             cluster,
             "GET",

@@ -393,18 +393,12 @@ class Engine:
             if wait_for:
                 await asyncio.gather(*wait_for, return_exceptions=True)
             await self._write_status(rec)  # write-ahead: placements are durable before any pod exists
-            self._event(rec, "Normal", "Admitted", rec.message)
-            victims = [k for k in a.after]
-            if victims:
-                await self._wait_pods_gone(victims, timeout=120)
+            if a.after:
+                await self._wait_pods_gone(list(a.after), timeout=120)
             await self._ensure_pods(rec, reps)
-            self._event(
-                rec,
-                "Normal",
-                "Bound",
-                f"bound {len(reps)} pod(s) to {', '.join(sorted(set(a.nodes))[:5])}"
-                + (" …" if len(set(a.nodes)) > 5 else ""),
-            )
+            nodes = sorted(set(a.nodes))
+            shown = ", ".join(nodes[:5]) + (" …" if len(nodes) > 5 else "")
+            self._event(rec, "Normal", "Scheduled", f"{rec.message}; bound to {shown}")
         except ApiError as e:
             self.metrics.bind_errors.inc()
             log.warning("admitting %s failed: %s", a.key, e)
@@ -628,7 +622,6 @@ class Engine:
             rec.message = f"{running} replica(s) running"
             rec.started_at = rec.started_at or now
             rec.set_condition("Running", True, "Running", rec.message, now)
-            self._event(rec, "Normal", "Running", rec.message)
             self.status_dirty.add(rec.key)
         if repair and not rec.busy:
             rec.busy = True
