@@ -105,13 +105,13 @@ def pod(name: str, gpus: int, scheduler: str | None = None) -> dict:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
-def job(name: str, gpus: int) -> dict:
+def job(name: str, gpus: int, replicas: int = 1) -> dict:
     return {
         "apiVersion": api.API_VERSION,
         "kind": api.KIND_GPUJOB,
         "metadata": {"name": name},
         "spec": {
-            "replicas": 1,
+            "replicas": replicas,
             "gpusPerReplica": gpus,
             "template": {
                 "spec": {
