@@ -379,6 +379,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{pct([core.cycle_cpu_s[i] for i in steady], 0.5) * 1000:.0f} / "
         f"{pct([core.cycle_cpu_s[i] for i in steady], 0.99) * 1000:.0f} ms",
     )
+    slowest = sorted(steady, key=lambda i: -core.cycle_s[i])[:3]
+    row(
+        "steady: slowest cycles (ms: admitted)",
+        ", ".join(f"{core.cycle_s[i] * 1000:.0f}: {core.admitted[i]:,}" for i in slowest) or "-",
+    )
     row(
         "steady: pending at cycle start (min/max)",
         f"{min(core.pending_at_start[i] for i in steady):,}/{max(core.pending_at_start[i] for i in steady):,}"

@@ -13,6 +13,7 @@ and nodes with the fewest free GPUs first; Spread picks the most free.
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 
 from .inventory import NodeState, Pool
@@ -125,7 +126,11 @@ def _select_anywhere(pool: Pool, g: int, r: int) -> list[str]:
     """Best fit (or spread) over the whole pool through the free-count buckets."""
     spread = pool.center.placement_policy == PlacementPolicy.SPREAD
     out: list[str] = []
-    hidden: list[NodeState] = []
+    chosen: list[NodeState] = []
+    taken: set[str] = set()
+    # Entries taken off the bucket heaps so that the next peek sees the next node; put back below.
+    # (Cheaper than unindexing and re-indexing each chosen node; a node may have duplicate entries.)
+    aside: list[tuple[int, tuple[tuple[str, ...], str]]] = []
     frees = range(pool.width, g - 1, -1) if spread else range(g, pool.width + 1)
     try:
         for f in frees:
@@ -133,19 +138,22 @@ def _select_anywhere(pool: Pool, g: int, r: int) -> list[str]:
                 ns = pool.peek_bucket(f)
                 if ns is None:
                     break
+                aside.append((f, heapq.heappop(pool.buckets[f])))  # ns's entry: the heap's top
+                if ns.name in taken:
+                    continue
+                taken.add(ns.name)
+                chosen.append(ns)
                 k = 1 if spread else f // g
                 out.extend([ns.name] * min(k, r - len(out)))
-                pool._unindex(ns)  # hide it from the next peek; restored below
-                hidden.append(ns)
             if len(out) == r:
                 break
         if spread and len(out) < r:  # more replicas than nodes: pack the rest
-            for ns in hidden:
+            for ns in chosen:
                 room = ns.free // g - out.count(ns.name)
                 out.extend([ns.name] * max(0, min(room, r - len(out))))
     finally:
-        for ns in hidden:
-            pool._index(ns)
+        for f, entry in aside:
+            heapq.heappush(pool.buckets[f], entry)
     if len(out) < r:
         raise AssertionError("pool promised enough slots")
     return out
