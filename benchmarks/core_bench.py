@@ -187,6 +187,8 @@ class Run:
     alloc_before: list[float] = field(default_factory=list)
     alloc_after: list[float] = field(default_factory=list)
     requeued: int = 0
+    requeued_by_kind: Counter = field(default_factory=Counter)
+    requeued_gpus: int = 0
     completed: int = 0
     submitted: int = 0
     gpus_by_kind: Counter = field(default_factory=Counter)
@@ -245,6 +247,8 @@ def simulate(placer, fleet: Fleet, args, topo_of: dict[str, dict[str, str]], pro
         for key in requeued:
             ends.pop(key, None)
             run.requeued += 1
+            run.requeued_by_kind[jobs[key].kind] += 1
+            run.requeued_gpus += jobs[key].gpus
         for key, nodes in admitted:
             job = jobs[key]
             placer.started(key, now)
@@ -357,6 +361,11 @@ def main(argv: list[str] | None = None) -> int:
     if naive:
         row("", "", f"{naive.submitted:,}/{sum(naive.admitted):,}/{naive.completed:,}")
     row("requeued (preempted or evicted)", f"{core.requeued:,}", f"{naive.requeued:,}" if naive else "")
+    row("  their GPUs", f"{core.requeued_gpus:,}")
+    row(
+        "  by kind",
+        ", ".join(f"{k.split('-')[0]} {v}" for k, v in sorted(core.requeued_by_kind.items())) or "-",
+    )
     row("time in cycle(), total", f"{total_s:.2f} s", f"{sum(naive.cycle_s):.2f} s" if naive else "")
     row("  CPU time of this process in cycle()", f"{sum(core.cycle_cpu_s):.2f} s")
     row(
