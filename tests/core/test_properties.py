@@ -293,6 +293,7 @@ class Sim:
         errors = check_cycle(self.s, snap, res, exact)
         assert errors == [], "\n".join(errors)
         assert violations(self.s) == []
+        assert priority_counts_errors(self.s) == []
         assert [n for n in over_allocated_nodes(self.s) if self.s.inventory.nodes[n].node.ready] == [], (
             "ready nodes above their healthy GPUs after evictions"
         )
@@ -309,6 +310,18 @@ class Sim:
         self.evictions += len(res.evicted)
         self.borrowings += sum(1 for a in res.admitted if a.borrowed)
         self.reservations += sum(1 for p in res.pending if "reserved" in p.message)
+
+
+def priority_counts_errors(s: Scheduler) -> list[str]:
+    """The scheduler's count of running preemptible work per (quota, class, priority), which lets a
+    preemption attempt skip scanning a quota with nothing of lower priority, matches the workloads."""
+    want: dict[tuple[str, str], dict[int, int]] = {}
+    for w in s.workloads.values():
+        if w.placement is not None and w.preemptible:
+            per = want.setdefault((w.quota, w.placed_class), {})
+            per[w.priority] = per.get(w.priority, 0) + 1
+    got = {k: dict(v) for k, v in s._priorities.items() if v}
+    return [] if got == want else [f"priority counts {got} != {want}"]
 
 
 OPS = ["submit"] * 6 + ["complete", "complete", "cancel", "forget", "fault", "fault", "fault"]

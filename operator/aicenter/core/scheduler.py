@@ -20,7 +20,7 @@ an admission. Given the same state and ``now``, a cycle makes the same decisions
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from . import placement
@@ -69,6 +69,9 @@ class Scheduler:
         self.ledger = QuotaLedger()
         self.workloads: dict[str, Workload] = {}
         self.running: dict[str, dict[str, Workload]] = defaultdict(dict)  # quota → key → workload
+        # (quota, class) → priority → running preemptible workloads: lets a preemption attempt see
+        # at once that its quota has no lower-priority work, without scanning all it runs.
+        self._priorities: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
         self._suspect: set[str] = set()  # nodes that may need evictions
         self._admitted_now: set[str] = set()  # admitted this cycle: not preemption victims yet
         # Placement misses this cycle: (pool, GPUs per replica, replicas, topology key, mode) →
@@ -128,6 +131,8 @@ class Scheduler:
         self.inventory.hold(w.key, w.placement, w.gpus_per_replica)
         self.ledger.charge(w.quota, w.placed_class, w.gpus)
         self.running[w.quota][w.key] = w
+        if w.preemptible:
+            self._priorities[(w.quota, w.placed_class)][w.priority] += 1
         for n in set(w.placement):
             self._suspect.add(n)
 
@@ -136,6 +141,11 @@ class Scheduler:
         self.inventory.release(w.key, w.placement, w.gpus_per_replica)
         self.ledger.charge(w.quota, w.placed_class, -w.gpus)
         self.running[w.quota].pop(w.key, None)
+        if w.preemptible:
+            counts = self._priorities[(w.quota, w.placed_class)]
+            counts[w.priority] -= 1
+            if not counts[w.priority]:
+                del counts[w.priority]
 
     def _requeue(self, w: Workload) -> None:
         self._release(w)
@@ -300,7 +310,9 @@ class Scheduler:
         """
         out: list[tuple[Workload, bool]] = []
         fresh = self._admitted_now
-        if spec.within_quota == WithinQuota.LOWER_PRIORITY:
+        if spec.within_quota == WithinQuota.LOWER_PRIORITY and any(
+            p < w.priority for p in self._priorities.get((spec.name, cls), ())
+        ):
             for v in self.running[spec.name].values():
                 if v.preemptible and v.placed_class == cls and v.priority < w.priority and v.key not in fresh:
                     out.append((v, False))
