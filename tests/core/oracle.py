@@ -257,12 +257,27 @@ def check_cycle(s: Scheduler, snap: Snapshot, res: CycleResult, exact_topology: 
                     out.append(f"{v}: reclaimed though quota {spec.name} says Never")
                 if spec.reclaim_lent == ReclaimLent.LOWER_PRIORITY and vw.priority >= w.priority:
                     out.append(f"{v}: reclaimed with priority {vw.priority} ≥ {w.priority}")
+                # The victim's quota must have been borrowing when the victim was taken. The
+                # scheduler takes victims cheapest first; the replay cannot see that order, so it
+                # checks the most lenient one: this quota's other victims of this admission first.
+                same = [
+                    x
+                    for x in a.after
+                    if by_victim.get(x) is not None
+                    and by_victim[x].reason == "Reclaimed"
+                    and (snap.workloads.get(x) or snap.running[x]).quota == vw.quota
+                ]
+                others = sum((snap.workloads.get(x) or snap.running[x]).gpus for x in same if x != v)
+                largest = max((snap.workloads.get(x) or snap.running[x]).gpus for x in same)
                 before = sum(
-                    x.gpus
-                    for x in snap.running.values()
-                    if x.quota == vw.quota and x.placed_class == vw.placed_class
+                    (snap.workloads.get(k) or snap.running[k]).gpus
+                    for k, (_, c) in rp.running.items()
+                    if (snap.workloads.get(k) or snap.running[k]).quota == vw.quota and c == vw.placed_class
                 )
-                if before <= vspec.guaranteed.get(vw.placed_class, 0):
+                released = sum((snap.workloads.get(x) or snap.running[x]).gpus for x in same[: same.index(v)])
+                before += released  # as it stood before this admission's victims
+                taken_before_last = others + vw.gpus - largest
+                if before - taken_before_last <= vspec.guaranteed.get(vw.placed_class, 0):
                     out.append(f"{v}: reclaimed though quota {vw.quota} was not borrowing")
             elif p is not None:
                 out.append(f"{v}: unknown preemption reason {p.reason}")
