@@ -27,6 +27,7 @@ log = logging.getLogger("aicenter.engine")
 Obj = dict[str, Any]
 GROUP_PATH = f"/apis/{api.GROUP}/{api.VERSION}"
 TRANSIENT = (0, 409, 429, 500, 502, 503, 504)
+RESYNC_S = 5.0  # every unfinished job is reconciled at least this often
 
 
 def _trim_pod(p: Obj) -> Obj:
@@ -65,6 +66,7 @@ class Engine:
         self.synced: set[str] = set()
         self.tasks: set[asyncio.Task] = set()
         self.last_cycle = time.time()
+        self._last_resync = 0.0
 
     # -- events -----------------------------------------------------------------------------
 
@@ -323,9 +325,16 @@ class Engine:
     def step(self, now: float) -> None:
         """One pass: lifecycle from pods, one core cycle, apply, status."""
         dirty, self.dirty = self.dirty, set()
+        if now - self._last_resync >= RESYNC_S:  # self-heal any missed event
+            self._last_resync = now
+            dirty |= {k for k, r in self.jobs.items() if not r.finished}
         for key in sorted(dirty):
             rec = self.jobs.get(key)
-            if rec is not None and not rec.busy:
+            if rec is None:
+                continue
+            if rec.busy:
+                self.dirty.add(key)  # look again once its writes are done
+            else:
                 self._reconcile(rec, now)
         self._housekeeping(now)
         t0 = time.perf_counter()
@@ -382,7 +391,7 @@ class Engine:
             ),
         )
         rec.set_condition("Admitted", True, "Admitted", rec.message, now)
-        rec.busy = True
+        rec.busy += 1
         self.metrics.admitted.inc()
         self._spawn(self._apply_admit(rec, a, reps, wait_for))
 
@@ -415,7 +424,7 @@ class Engine:
             self._event(rec, "Warning", rec.reason, rec.message)
             self.status_dirty.add(rec.key)
         finally:
-            rec.busy = False
+            rec.busy -= 1
             self.dirty.add(rec.key)
             self.wake.set()
 
@@ -495,8 +504,10 @@ class Engine:
             rec.phase = "Pending"
         rec.reason, rec.message = p.reason, p.message
         rec.set_condition("Admitted", False, p.reason, p.message, now)
+        if not rec.placements:
+            rec.set_condition("Running", False, p.reason, p.message, now)
         self.metrics.preemptions.inc()
-        rec.busy = True
+        rec.busy += 1
         try:
             await self._write_status(rec)  # before the preemptor's write-ahead
             self._event(rec, "Warning", "Preempted", p.message)
@@ -504,7 +515,7 @@ class Engine:
         except ApiError as e:
             log.warning("preempting %s: %s", p.key, e)
         finally:
-            rec.busy = False
+            rec.busy -= 1
             self.dirty.add(rec.key)
 
     def _on_evict(self, ev: Evict, now: float) -> None:
@@ -624,7 +635,7 @@ class Engine:
             rec.set_condition("Running", True, "Running", rec.message, now)
             self.status_dirty.add(rec.key)
         if repair and not rec.busy:
-            rec.busy = True
+            rec.busy += 1
             self._spawn(self._repair(rec, repair))
 
     async def _repair(self, rec: JobRecord, reps: list[int]) -> None:
@@ -633,7 +644,7 @@ class Engine:
         except ApiError as e:
             log.warning("repairing %s: %s", rec.key, e)
         finally:
-            rec.busy = False
+            rec.busy -= 1
 
     def _housekeeping(self, now: float) -> None:
         """TTL after finish: delete the job (its pods go with it)."""
@@ -643,7 +654,7 @@ class Engine:
                 rec.finished and ttl is not None and rec.finished_at and now - rec.finished_at >= float(ttl)
             )
             if expired and not rec.busy:
-                rec.busy = True
+                rec.busy += 1
                 self._spawn(self._delete_job(rec))
 
     async def _delete_job(self, rec: JobRecord) -> None:
@@ -656,7 +667,7 @@ class Engine:
         except ApiError as e:
             if e.status != 404:
                 log.warning("TTL delete of %s: %s", rec.key, e)
-                rec.busy = False
+                rec.busy -= 1
 
     # -- status and events --------------------------------------------------------------------
 

@@ -48,7 +48,7 @@ class JobRecord:
     done: set[int] = field(default_factory=set)  # replicas that succeeded
     seen: set[str] = field(default_factory=set)  # pods of current placements seen in the cache
     quota_error: str = ""  # why no quota could be resolved, in words
-    busy: bool = False  # an apply task owns the record
+    busy: int = 0  # apply tasks in flight on the record (a counter: they may overlap)
     conditions: dict[str, Obj] = field(default_factory=dict)
 
     @property
