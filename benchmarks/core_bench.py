@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from aicenter.core import QuotaLedger, QuotaSpec, Scheduler, SchedulerConfig
 from aicenter.core.invariants import violations
-from aicenter.fleet import (
+from aicenter_testbed.fleet import (
     LABEL_RACK,
     LABEL_ZONE,
     Fleet,

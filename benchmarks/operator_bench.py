@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "operator"))
 
 from aicenter import api  # noqa: E402
 from aicenter.controller.kube import Kube, load_client  # noqa: E402
-from aicenter.fleet import GPU_RESOURCE, LABEL_PRODUCT, load_fleet, scale_fleet  # noqa: E402
-from aicenter.sim.nodes import KWOK_TOLERATION  # noqa: E402
-from aicenter.testbed.cli import add_nodes  # noqa: E402
-from aicenter.testbed.cluster import LocalCluster  # noqa: E402
+from aicenter_testbed.cli import add_nodes  # noqa: E402
+from aicenter_testbed.cluster import LocalCluster  # noqa: E402
+from aicenter_testbed.fleet import GPU_RESOURCE, LABEL_PRODUCT, load_fleet, scale_fleet  # noqa: E402
+from aicenter_testbed.sim.nodes import KWOK_TOLERATION  # noqa: E402
 
 G = f"/apis/{api.GROUP}/{api.VERSION}"
 IMAGE = "registry.invalid/aicenter/sim-workload:0"

@@ -17,14 +17,14 @@ fi
 SCALE=0.001
 [ "${1:-}" = "--scale" ] && SCALE=$2
 source hack/lib/venv.sh
-BIN=$(.venv/bin/python -m aicenter.testbed.tools --print-path 2>/dev/null)
+BIN=$(.venv/bin/python -m aicenter_testbed.tools --print-path 2>/dev/null)
 export PATH="$BIN:$PATH" KUBECONFIG="$PWD/$DIR/kubeconfig"
 echo "== local control plane with a simulated fleet (scale $SCALE)"
 .venv/bin/aicenter-testbed up --scale "$SCALE" --dir "$DIR"
 echo "== CRDs, the fleet's centres, quotas and tenant namespaces"
 kubectl apply --server-side -f manifests/crds/all.yaml >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
-.venv/bin/python -m aicenter.api.samples --print --scale "$SCALE" --namespaces | kubectl apply --server-side -f - >/dev/null
+.venv/bin/python -m aicenter_testbed.samples --print --scale "$SCALE" --namespaces | kubectl apply --server-side -f - >/dev/null
 echo "== the operator (log: $DIR/operator.log)"
 [ -f "$DIR/operator.pid" ] && kill "$(cat "$DIR/operator.pid")" 2>/dev/null || true
 nohup .venv/bin/aicenter-operator run --no-leader-election --metrics-host 127.0.0.1 --metrics-port 18080 \

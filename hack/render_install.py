@@ -12,9 +12,9 @@
   korea-national-fleet preset scaled to 0.001);
 * ``manifests/install/aicenter-operator.yaml``: a Namespace ``aicenter-system`` (Pod Security
   "restricted") and ``helm template --include-crds`` of the chart with its default values, rendered
-  by the pinned helm (``aicenter.testbed.tools.HELM_VERSION``, built into the test-bed cache if absent).
+  by the pinned helm (``aicenter_testbed.tools.HELM_VERSION``, built into the test-bed cache if absent).
 
-The CRDs in the chart's ``crds/`` folder come from ``python -m aicenter.api.generate``: run it first.
+The CRDs in the chart's ``crds/`` folder come from ``python -m aicenter_testbed.generate``: run it first.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from aicenter.api import rbac  # noqa: E402
-from aicenter.api.generate import dump  # noqa: E402
+from aicenter_testbed.generate import dump  # noqa: E402
 
 CHART = Path("charts/aicenter-operator")
 INSTALL = Path("manifests/install/aicenter-operator.yaml")
@@ -107,8 +107,8 @@ def rbac_templates() -> dict[Path, str]:
 
 def sample_centers() -> list[dict]:
     """``samples.centers``: the korea-national-fleet preset at ``SAMPLES_SCALE``, as the chart takes it."""
-    from aicenter.api.samples import center_manifest, quota_manifest
-    from aicenter.fleet import load_fleet, scale_fleet
+    from aicenter_testbed.fleet import load_fleet, scale_fleet
+    from aicenter_testbed.samples import center_manifest, quota_manifest
 
     centers = []
     for c in scale_fleet(load_fleet(), SAMPLES_SCALE).centers:
@@ -142,7 +142,7 @@ def values_text(current: str) -> str:
 
 def helm_binary() -> Path:
     """The pinned helm: ``$AICENTER_HELM``, else the test-bed cache (built with Go when absent)."""
-    from aicenter.testbed import tools
+    from aicenter_testbed import tools
 
     if os.environ.get("AICENTER_HELM"):
         helm = Path(os.environ["AICENTER_HELM"])
@@ -159,7 +159,7 @@ def helm_binary() -> Path:
 
 
 def install_manifest(chart_dir: Path, helm: Path) -> str:
-    from aicenter.testbed import tools  # the Kubernetes version helm renders for (its own default is old)
+    from aicenter_testbed import tools  # the Kubernetes version helm renders for (its own default is old)
 
     args = ["template", RELEASE, str(chart_dir), "--namespace", NAMESPACE, "--include-crds"]
     proc = subprocess.run(

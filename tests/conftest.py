@@ -2,7 +2,7 @@
 
 Fixtures for tests marked ``@pytest.mark.cluster``:
 
-* ``cluster`` (session): a :class:`aicenter.testbed.cluster.ClusterClient` for a running control
+* ``cluster`` (session): a :class:`aicenter_testbed.cluster.ClusterClient` for a running control
   plane: ``.kubeconfig`` (Path), ``.api_client()`` (new ``kubernetes.client.ApiClient``), ``.api``
   (a shared one), ``.core_v1()``, ``.request(method, path, body=None, content_type=...)`` →
   ``(status, json)``, ``.kubectl(*args, input=None, check=True)`` → CompletedProcess,
@@ -12,9 +12,9 @@ Fixtures for tests marked ``@pytest.mark.cluster``:
   unless ``AICENTER_KUBECONFIG`` names a running cluster, which is then used as it is.
   ``AICENTER_TESTBED_KEEP=1`` keeps the data directory (logs, certificates) after the session.
 * ``sim_fleet`` (session): the ``korea-national-fleet`` preset at scale 0.001 (40 nodes, 5 centres)
-  created as kwok nodes and Ready; yields the list of :class:`aicenter.fleet.NodeSpec`.
+  created as kwok nodes and Ready; yields the list of :class:`aicenter_testbed.fleet.NodeSpec`.
 * ``namespace`` (function): a fresh namespace (ServiceAccount ready), deleted afterwards.
-* ``wait_for`` (also importable from ``aicenter.testbed.waiting``): ``wait_for(predicate,
+* ``wait_for`` (also importable from ``aicenter_testbed.waiting``): ``wait_for(predicate,
   timeout, what)`` polls until ``predicate()`` is truthy and returns it, or fails naming ``what``.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from aicenter.testbed.waiting import WaitTimeout, wait_for  # re-exported for tests
+from aicenter_testbed.waiting import WaitTimeout, wait_for  # re-exported for tests
 
 __all__ = ["WaitTimeout", "wait_for"]
 
@@ -36,7 +36,7 @@ SIM_FLEET_SCALE = 0.001
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[object]:
-    from aicenter.testbed.cluster import ClusterClient, LocalCluster, wait_apiserver
+    from aicenter_testbed.cluster import ClusterClient, LocalCluster, wait_apiserver
 
     reuse = os.environ.get("AICENTER_KUBECONFIG")
     if reuse:
@@ -56,8 +56,8 @@ def cluster() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def sim_fleet(cluster) -> list:
-    from aicenter.fleet import iter_nodes, load_fleet, scale_fleet
-    from aicenter.sim.nodes import create_nodes, fleet_manifests, wait_nodes_ready
+    from aicenter_testbed.fleet import iter_nodes, load_fleet, scale_fleet
+    from aicenter_testbed.sim.nodes import create_nodes, fleet_manifests, wait_nodes_ready
 
     fleet = scale_fleet(load_fleet(), SIM_FLEET_SCALE)
     manifests = fleet_manifests(fleet)

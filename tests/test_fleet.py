@@ -8,7 +8,7 @@ import pytest
 
 from aicenter.core import TopologyMode
 from aicenter.core.invariants import violations
-from aicenter.fleet import (
+from aicenter_testbed.fleet import (
     LABEL_CLIQUE,
     LABEL_RACK,
     LABEL_ZONE,

@@ -10,7 +10,7 @@ keyed by a hash of its inputs, recorded as a Docker image label, and rebuilt onl
     .venv/bin/python hack/kind/kindenv.py create       # cluster (1 control plane + 2 workers)
     .venv/bin/python hack/kind/kindenv.py delete
 
-The Kubernetes binaries come from ``aicenter.testbed.tools`` (built from the Go module proxy);
+The Kubernetes binaries come from ``aicenter_testbed.tools`` (built from the Go module proxy);
 docs/kind.md explains every workaround.
 """
 
@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / "operator"))
 
-from aicenter.testbed import tools as tb  # noqa: E402
+from aicenter_testbed import tools as tb  # noqa: E402
 
 KIND_VERSION = "v0.30.0"  # the kind release made for Kubernetes 1.34; builds with Go 1.26
 K8S_VERSION = tb.KUBERNETES_VERSION
@@ -803,7 +803,7 @@ def ensure_operator_image(force: bool = False) -> str:
                 str(root),
                 "/opt/aicenter/bin/python",
                 "-c",
-                "import aicenter.controller.main, aicenter.deviceplugin.server",
+                "import aicenter.controller.main, aicenter_deviceplugin.server",
             ],
             capture=True,
         )

@@ -17,10 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("crds", help="print the CustomResourceDefinitions (YAML)")
     args = ap.parse_args(argv)
     if args.command == "crds":
-        from aicenter.api.generate import crd_files
+        import yaml
 
-        files = crd_files()
-        sys.stdout.write(files.get("all.yaml") or "\n---\n".join(files.values()))
+        from aicenter.api.crds import all_crds
+
+        sys.stdout.write(yaml.safe_dump_all(all_crds(), sort_keys=False, explicit_start=True))
         return 0
     from aicenter.controller.main import amain, setup_logging
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aicenter.api import generate
 from aicenter.api.crds import all_crds
+from aicenter_testbed import generate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_no_drift():
     diffs = generate.drift(ROOT)
     assert not diffs, (
-        "generated manifests are out of date; run `python -m aicenter.api.generate`:\n"
+        "generated manifests are out of date; run `python -m aicenter_testbed.generate`:\n"
         + "".join(diffs)[:4000]
     )
 
@@ -88,7 +88,7 @@ def test_main_check_on_the_repository():
 
 
 def test_docs_reference_is_spliced_between_markers():
-    from aicenter.api import reference
+    from aicenter_testbed import reference
 
     text = (ROOT / "docs/api.md").read_text()
     assert text.count(reference.BEGIN) == 1 and text.count(reference.END) == 1

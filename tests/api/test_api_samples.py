@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from aicenter import api
-from aicenter.api import samples
 from aicenter.api.crds import openapi_schema
-from aicenter.api.schema import apply_defaults, validate_object
-from aicenter.fleet import LABEL_CLIQUE, load_fleet, scale_fleet
+from aicenter_testbed import samples
+from aicenter_testbed.fleet import LABEL_CLIQUE, load_fleet, scale_fleet
+from aicenter_testbed.schema import apply_defaults, validate_object
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "manifests" / "samples"

@@ -1,4 +1,4 @@
-"""The structural validator and defaulter in aicenter.api.schema."""
+"""The structural validator and defaulter in aicenter_testbed.schema."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from aicenter import api
 from aicenter.api.crds import openapi_schema
-from aicenter.api.schema import apply_defaults, validate, validate_object
+from aicenter_testbed.schema import apply_defaults, validate, validate_object
 
 
 def job(**spec):

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from aicenter import api
-from aicenter.fleet import GPU_RESOURCE, LABEL_CENTER, NodeSpec, load_fleet
-from aicenter.sim.nodes import KWOK_TOLERATION, create_nodes, node_manifest, wait_nodes_ready
-from aicenter.sim.stages import ANN_OUTCOME, ANN_RUN_SECONDS
-from aicenter.testbed.waiting import wait_for
+from aicenter_testbed.fleet import GPU_RESOURCE, LABEL_CENTER, NodeSpec, load_fleet
+from aicenter_testbed.sim.nodes import KWOK_TOLERATION, create_nodes, node_manifest, wait_nodes_ready
+from aicenter_testbed.sim.stages import ANN_OUTCOME, ANN_RUN_SECONDS
+from aicenter_testbed.waiting import wait_for
 
 G = f"/apis/{api.GROUP}/{api.VERSION}"
 

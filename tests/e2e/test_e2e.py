@@ -17,9 +17,9 @@ from e2e_kit import (
     wait_phase,
 )
 
-from aicenter.fleet import LABEL_CLIQUE, LABEL_PRODUCT, LABEL_RACK, load_fleet, scale_fleet
-from aicenter.sim import faults
-from aicenter.testbed.waiting import wait_for
+from aicenter_testbed.fleet import LABEL_CLIQUE, LABEL_PRODUCT, LABEL_RACK, load_fleet, scale_fleet
+from aicenter_testbed.sim import faults
+from aicenter_testbed.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -34,7 +34,7 @@ def _label(cluster, node: str, key: str) -> str | None:
 
 def test_samples_for_two_centres_apply_and_report_status(cluster, operator, sim_fleet):
     """The shared scenario's samples (two centres, scaled) apply; centres and quotas get status."""
-    from aicenter.api.samples import fleet_manifests
+    from aicenter_testbed.samples import fleet_manifests
 
     fleet = scale_fleet(load_fleet(), 0.001, centers=["national-ai-center", "samsung-ai-megafactory"])
     for obj in fleet_manifests(fleet):

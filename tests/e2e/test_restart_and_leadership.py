@@ -23,7 +23,7 @@ from e2e_kit import (
 )
 
 from aicenter import api
-from aicenter.testbed.waiting import wait_for
+from aicenter_testbed.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from aicenter.testbed.cluster import ClusterClient
-from aicenter.testbed.tools import HELM, KUBERNETES_VERSION, ensure_tools
+from aicenter_testbed.cluster import ClusterClient
+from aicenter_testbed.tools import HELM, KUBERNETES_VERSION, ensure_tools
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "aicenter-operator"

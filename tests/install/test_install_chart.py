@@ -12,9 +12,9 @@ import yaml
 from install_helpers import CHART, INSTALL_MANIFEST, ROOT, docs, helm, objects, render
 
 from aicenter.api import rbac
-from aicenter.api.generate import crd_files
-from aicenter.api.samples import fleet_manifests
-from aicenter.fleet import load_fleet, scale_fleet
+from aicenter_testbed.fleet import load_fleet, scale_fleet
+from aicenter_testbed.generate import crd_files
+from aicenter_testbed.samples import fleet_manifests
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,9 @@ def test_install_manifest_and_rbac_templates_are_up_to_date():
 def test_chart_crds_are_the_generated_crds_once_each(helm_home):
     """crds/ holds the generated files; Helm reads each CRD once (.helmignore leaves all.yaml out)."""
     for name, text in crd_files().items():
-        assert (CHART / "crds" / name).read_text() == text, f"run python -m aicenter.api.generate ({name})"
+        assert (CHART / "crds" / name).read_text() == text, (
+            f"run python -m aicenter_testbed.generate ({name})"
+        )
     crds = [
         d
         for d in docs(render(helm_home, include_crds=True).stdout)

@@ -23,8 +23,8 @@ from install_helpers import (
 )
 
 from aicenter.api import rbac
-from aicenter.testbed.cluster import ClusterClient
-from aicenter.testbed.waiting import wait_for
+from aicenter_testbed.cluster import ClusterClient
+from aicenter_testbed.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

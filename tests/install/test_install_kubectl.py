@@ -13,7 +13,7 @@ import pytest
 import yaml
 from install_helpers import INSTALL_MANIFEST, INSTALL_NAMESPACE, docs
 
-from aicenter.testbed.waiting import wait_for
+from aicenter_testbed.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

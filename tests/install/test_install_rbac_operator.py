@@ -28,7 +28,7 @@ from e2e_kit import (
     wait_phase,
 )
 
-from aicenter.testbed.waiting import wait_for
+from aicenter_testbed.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

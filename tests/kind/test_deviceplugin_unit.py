@@ -25,9 +25,9 @@ pytest.importorskip(
     "google.protobuf", reason="protobuf not installed (hack/kind/requirements-deviceplugin.txt)"
 )
 
-from aicenter.deviceplugin import discovery, main, node, server  # noqa: E402
-from aicenter.deviceplugin import protocol as pb  # noqa: E402
-from aicenter.fleet import load_fleet  # noqa: E402
+from aicenter_deviceplugin import discovery, main, node, server  # noqa: E402
+from aicenter_deviceplugin import protocol as pb  # noqa: E402
+from aicenter_testbed.fleet import load_fleet  # noqa: E402
 
 NODE = "kind-worker"
 UUID_RE = re.compile(r"^GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

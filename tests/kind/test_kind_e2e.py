@@ -31,8 +31,8 @@ import pytest
 import yaml
 
 from aicenter import api
-from aicenter.fleet import LABEL_CENTER
-from aicenter.testbed.waiting import wait_for
+from aicenter_testbed.fleet import LABEL_CENTER
+from aicenter_testbed.waiting import wait_for
 
 pytestmark = pytest.mark.kind
 

@@ -12,10 +12,10 @@ from datetime import datetime
 import pytest
 import yaml
 
-from aicenter.fleet import GPU_RESOURCE, LABEL_COUNT, LABEL_PRODUCT
-from aicenter.sim.nodes import LABEL_SIMULATED
-from aicenter.sim.pods import gpu_pod_manifest
-from aicenter.testbed.waiting import wait_for
+from aicenter_testbed.fleet import GPU_RESOURCE, LABEL_COUNT, LABEL_PRODUCT
+from aicenter_testbed.sim.nodes import LABEL_SIMULATED
+from aicenter_testbed.sim.pods import gpu_pod_manifest
+from aicenter_testbed.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -10,12 +10,12 @@ import uuid
 
 import pytest
 
-from aicenter.fleet import GPU_RESOURCE, iter_nodes, load_fleet, scale_fleet
-from aicenter.sim import faults
-from aicenter.sim.nodes import create_nodes, node_manifest, wait_nodes_ready
-from aicenter.sim.pods import gpu_pod_manifest
-from aicenter.sim.stages import ANN_FAULT
-from aicenter.testbed.waiting import wait_for
+from aicenter_testbed.fleet import GPU_RESOURCE, iter_nodes, load_fleet, scale_fleet
+from aicenter_testbed.sim import faults
+from aicenter_testbed.sim.nodes import create_nodes, node_manifest, wait_nodes_ready
+from aicenter_testbed.sim.pods import gpu_pod_manifest
+from aicenter_testbed.sim.stages import ANN_FAULT
+from aicenter_testbed.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -144,7 +144,7 @@ def test_cordon_marks_the_node_unschedulable(cluster, fault_node):
 
 
 def test_cli_fault_command(cluster, fault_node, capsys, monkeypatch):
-    from aicenter.testbed import cli
+    from aicenter_testbed import cli
 
     monkeypatch.delenv("AICENTER_KUBECONFIG", raising=False)
     kc = str(cluster.kubeconfig)

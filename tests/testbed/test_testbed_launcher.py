@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aicenter.testbed import cluster as cluster_mod
-from aicenter.testbed.cluster import LocalCluster
+from aicenter_testbed import cluster as cluster_mod
+from aicenter_testbed.cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -60,7 +60,7 @@ def test_port_clash_is_retried_and_stop_reaps_everything(tmp_path, monkeypatch):
 def test_cli_up_nodes_status_down(tmp_path):
     d = tmp_path / "bed"
     env = {k: v for k, v in os.environ.items() if k != "AICENTER_KUBECONFIG"}
-    cli = [sys.executable, "-m", "aicenter.testbed.cli"]
+    cli = [sys.executable, "-m", "aicenter_testbed.cli"]
 
     def run(*args, timeout=300):
         return subprocess.run([*cli, *args], capture_output=True, text=True, timeout=timeout, env=env)

@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from aicenter.fleet import (
+from aicenter_testbed.fleet import (
     GPU_RESOURCE,
     LABEL_CENTER,
     LABEL_CLIQUE,
@@ -23,8 +23,8 @@ from aicenter.fleet import (
     load_fleet,
     scale_fleet,
 )
-from aicenter.sim import faults
-from aicenter.sim.nodes import (
+from aicenter_testbed.sim import faults
+from aicenter_testbed.sim.nodes import (
     KWOK_TAINT,
     CreateResult,
     create_nodes,
@@ -33,8 +33,8 @@ from aicenter.sim.nodes import (
     node_is_ready,
     node_manifest,
 )
-from aicenter.sim.pods import gpu_pod_manifest
-from aicenter.sim.stages import (
+from aicenter_testbed.sim.pods import gpu_pod_manifest
+from aicenter_testbed.sim.stages import (
     ANN_FAULT,
     ANN_OUTCOME,
     ANN_RUN_SECONDS,
@@ -42,7 +42,7 @@ from aicenter.sim.stages import (
     all_stages,
     kwok_config_documents,
 )
-from aicenter.testbed.waiting import WaitTimeout, wait_for
+from aicenter_testbed.waiting import WaitTimeout, wait_for
 
 GFD_LABELS = (LABEL_PRODUCT, LABEL_COUNT, LABEL_MEMORY, LABEL_FAMILY, LABEL_PRESENT)
 
@@ -249,7 +249,7 @@ def test_components_die_with_the_process_that_started_them(tmp_path):
 
     script = (
         "import sys, pathlib\n"
-        "from aicenter.testbed.cluster import Process\n"
+        "from aicenter_testbed.cluster import Process\n"
         "p = Process('sleeper', ['sleep', '600'], pathlib.Path(sys.argv[1]) / 'sleeper.log')\n"
         "p.start()\n"
         "print(p.pid, flush=True)\n"

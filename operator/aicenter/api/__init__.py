@@ -1,9 +1,9 @@
 """The aicenter.dev API: group, version, kinds, label and annotation keys.
 
 The CustomResourceDefinitions themselves are built as Python data in :mod:`aicenter.api.crds`
-(the single source of truth); ``python -m aicenter.api.generate`` writes them, and the samples of
-:mod:`aicenter.api.samples`, under ``manifests/``. This package is pure Python (pyyaml at most): no
-Kubernetes client, no kopf.
+(the single source of truth); the test bed's generator (``python -m aicenter_testbed.generate``)
+writes them under ``manifests/`` and the chart. This package is pure Python: no Kubernetes client,
+no kopf.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The aicenter.dev/v1alpha1 CustomResourceDefinitions, as Python data.
 
-This module is the single source of truth for the API. ``python -m aicenter.api.generate`` renders
+This module is the single source of truth for the API. ``python -m aicenter_testbed.generate`` renders
 it to ``manifests/crds/`` (and the Helm chart's ``crds/`` folder when present); a test fails when the
 files drift from it. Small helpers build OpenAPI v3 schema pieces; ``aicenter_crd()``,
 ``gpuquota_crd()`` and ``gpujob_crd()`` return complete ``apiextensions.k8s.io/v1`` objects.

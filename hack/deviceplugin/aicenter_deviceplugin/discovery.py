@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from types import ModuleType
 
-log = logging.getLogger("aicenter.deviceplugin")
+log = logging.getLogger("aicenter_deviceplugin")
 
 BACKEND_AUTO = "auto"
 BACKEND_NVML = "nvml"
@@ -67,21 +67,21 @@ class Profile:
     aliases: tuple[str, ...] = field(default=())
 
 
-def fleet_profiles() -> dict[str, Profile]:
-    """Profiles from the fleet preset's node shapes, by shape name."""
-    from aicenter.fleet import load_fleet
+# The GPU node shapes the device plugin can simulate. They mirror the shapes of the test bed's fleet
+# preset (a test checks that the two agree); the plugin is its own component and reads no preset.
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("hgx-b200", "NVIDIA-B200", 8, 183359, "blackwell", ("B200", "NVIDIA-B200")),
+        Profile("gb200-nvl72", "NVIDIA-GB200", 4, 189471, "blackwell", ("GB200", "NVIDIA-GB200")),
+        Profile("hgx-b300", "NVIDIA-B300", 8, 275040, "blackwell", ("B300", "NVIDIA-B300")),
+    )
+}
 
-    out = {}
-    for name, s in load_fleet().shapes.items():
-        out[name] = Profile(
-            name=name,
-            product=s.product,
-            count=s.gpus_per_node,
-            memory_mib=s.memory_mib,
-            family=s.family,
-            aliases=(s.gpu_class, s.product),
-        )
-    return out
+
+def fleet_profiles() -> dict[str, Profile]:
+    """The simulated profiles, by shape name."""
+    return dict(PROFILES)
 
 
 def find_profile(name: str, profiles: dict[str, Profile] | None = None) -> Profile:

@@ -1,6 +1,6 @@
 """The device plugin: a gRPC DevicePlugin server on a unix socket, registered with the kubelet.
 
-:class:`GpuDevicePlugin` advertises an :class:`~aicenter.deviceplugin.discovery.Inventory` as the
+:class:`GpuDevicePlugin` advertises an :class:`~aicenter_deviceplugin.discovery.Inventory` as the
 extended resource ``nvidia.com/gpu``: ``ListAndWatch`` streams every device with its health and
 sends the list again on each change (:meth:`GpuDevicePlugin.set_unhealthy`,
 :meth:`GpuDevicePlugin.set_inventory`); ``Allocate`` returns the allocated GPUs' UUIDs in
@@ -22,7 +22,7 @@ import grpc
 from . import protocol as pb
 from .discovery import Inventory
 
-log = logging.getLogger("aicenter.deviceplugin")
+log = logging.getLogger("aicenter_deviceplugin")
 
 RESOURCE_NAME = "nvidia.com/gpu"
 DEFAULT_SOCKET_NAME = "aicenter-gpu.sock"

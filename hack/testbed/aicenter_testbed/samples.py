@@ -1,12 +1,12 @@
 """Sample objects for the national fleet: AICenters, GPUQuotas, tenant namespaces, example GPUJobs.
 
-``fleet_manifests(fleet)`` turns any (scaled, filtered) :class:`aicenter.fleet.Fleet` into the
+``fleet_manifests(fleet)`` turns any (scaled, filtered) :class:`aicenter_testbed.fleet.Fleet` into the
 AICenters and GPUQuotas that describe it, so simulations and tests apply the same objects the
-samples show. ``python -m aicenter.api.samples`` writes ``manifests/samples/`` (like
-``python -m aicenter.api.generate``, which also writes the CRDs); ``--print`` writes a (scaled)
+samples show. ``python -m aicenter_testbed.samples`` writes ``manifests/samples/`` (like
+``python -m aicenter_testbed.generate``, which also writes the CRDs); ``--print`` writes a (scaled)
 fleet to stdout instead::
 
-    python -m aicenter.api.samples --print --scale 0.001 --namespaces | kubectl apply -f -
+    python -m aicenter_testbed.samples --print --scale 0.001 --namespaces | kubectl apply -f -
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from aicenter.api import (
     TOPOLOGY_PREFERRED,
     TOPOLOGY_REQUIRED,
 )
-from aicenter.fleet import LABEL_CLIQUE, LABEL_RACK, LABEL_ZONE, Center, Fleet, QuotaSpec, load_fleet
+from aicenter_testbed.fleet import LABEL_CLIQUE, LABEL_RACK, LABEL_ZONE, Center, Fleet, QuotaSpec, load_fleet
 
 Manifest = dict[str, Any]
 
@@ -257,7 +257,9 @@ def example_jobs() -> dict[str, tuple[str, Manifest]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m aicenter.api.samples", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m aicenter_testbed.samples", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--check", action="store_true", help="exit 1 and print a diff when a sample file differs")
     p.add_argument("--root", help="repository root (default: found from this file or the working directory)")
     p.add_argument("--print", dest="print_", action="store_true", help="write a fleet's manifests to stdout")
@@ -269,15 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--namespaces", action="store_true", help="include tenant Namespaces (--print)")
     args = p.parse_args(argv)
     if args.print_:
-        from aicenter.api.generate import dump_all
-        from aicenter.fleet import scale_fleet
+        from aicenter_testbed.fleet import scale_fleet
+        from aicenter_testbed.generate import dump_all
 
         fleet = scale_fleet(
             load_fleet(args.preset), args.scale, [c for c in args.centers.split(",") if c] or None
         )
         sys.stdout.write(dump_all(fleet_manifests(fleet, namespaces=args.namespaces)))
         return 0
-    from aicenter.api.generate import run
+    from aicenter_testbed.generate import run
 
     return run(args.root, check=args.check, groups=("samples",))
 

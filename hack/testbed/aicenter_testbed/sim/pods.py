@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from aicenter.fleet import GPU_RESOURCE, LABEL_PRODUCT
-from aicenter.sim.nodes import KWOK_TOLERATION
-from aicenter.sim.stages import ANN_OUTCOME, ANN_RUN_SECONDS
+from aicenter_testbed.fleet import GPU_RESOURCE, LABEL_PRODUCT
+from aicenter_testbed.sim.nodes import KWOK_TOLERATION
+from aicenter_testbed.sim.stages import ANN_OUTCOME, ANN_RUN_SECONDS
 
 SIM_IMAGE = "registry.invalid/aicenter/sim-workload:0"  # never pulled: kwok runs no containers
 

@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from aicenter.fleet import GPU_RESOURCE, Fleet, NodeSpec, iter_nodes
-from aicenter.sim.stages import KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE
+from aicenter_testbed.fleet import GPU_RESOURCE, Fleet, NodeSpec, iter_nodes
+from aicenter_testbed.sim.stages import KWOK_NODE_ANNOTATION, KWOK_NODE_VALUE
 
 KWOK_TAINT = {"key": KWOK_NODE_ANNOTATION, "value": KWOK_NODE_VALUE, "effect": "NoSchedule"}
 #: A pod needs this toleration to be scheduled onto a simulated node.
@@ -149,7 +149,7 @@ class CreateResult:
 def create_nodes(client: Any, manifests: Iterable[dict[str, Any]], workers: int = 16) -> CreateResult:
     """POST every Node (with its status) from a thread pool; an existing node is left as it is.
 
-    ``client`` is a :class:`aicenter.testbed.cluster.ClusterClient` (anything with
+    ``client`` is a :class:`aicenter_testbed.cluster.ClusterClient` (anything with
     ``request(method, path, body)``). Returns which nodes were created, already existed or failed.
     """
     items = list(manifests)
@@ -206,7 +206,7 @@ def list_nodes(client: Any, label_selector: str = f"{LABEL_SIMULATED}=true") -> 
 
 def wait_nodes_ready(client: Any, names: Iterable[str], timeout: float = 300) -> float:
     """Wait until every named node is Ready and schedulable; returns the seconds it took."""
-    from aicenter.testbed.waiting import WaitTimeout, wait_for
+    from aicenter_testbed.waiting import WaitTimeout, wait_for
 
     want = set(names)
     t0 = time.monotonic()

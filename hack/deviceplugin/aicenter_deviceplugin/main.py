@@ -1,4 +1,4 @@
-"""``python -m aicenter.deviceplugin``: run the GPU device plugin on a node (a DaemonSet pod).
+"""``python -m aicenter_deviceplugin``: run the GPU device plugin on a node (a DaemonSet pod).
 
 The loop: discover (NVML or simulated), serve and register, then every ``--poll-seconds`` read the
 fault sources (the node annotation and the fault file) into device health, keep the node's GFD
@@ -21,14 +21,14 @@ from .discovery import BACKEND_AUTO, BACKENDS, Inventory, find_profile, select_i
 from .node import ANNOTATION_UNHEALTHY, LABEL_PROFILE, NodeClient, gfd_labels
 from .server import DEFAULT_SOCKET_NAME, RESOURCE_NAME, GpuDevicePlugin, parse_unhealthy
 
-log = logging.getLogger("aicenter.deviceplugin")
+log = logging.getLogger("aicenter_deviceplugin")
 
 DEFAULT_FAULT_FILE = "/var/run/aicenter-sim/unhealthy-gpus"
 
 
 def build_parser() -> argparse.ArgumentParser:
     e = os.environ.get
-    ap = argparse.ArgumentParser(prog="python -m aicenter.deviceplugin", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m aicenter_deviceplugin", description=__doc__.split("\n\n")[0])
     ap.add_argument("--node-name", default=e("NODE_NAME", ""), help="this node [NODE_NAME]")
     ap.add_argument(
         "--backend",

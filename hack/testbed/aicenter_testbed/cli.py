@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from aicenter.fleet import DEFAULT_PRESET, load_fleet, scale_fleet
+from aicenter_testbed.fleet import DEFAULT_PRESET, load_fleet, scale_fleet
 
 STATE_FILE = "cluster.json"
 SUPERVISOR_PID = "supervisor.pid"
@@ -67,7 +67,7 @@ def _supervisor_pid(d: Path) -> int | None:
 
 
 def _client_for(args: argparse.Namespace):  # -> ClusterClient
-    from aicenter.testbed.cluster import ClusterClient
+    from aicenter_testbed.cluster import ClusterClient
 
     if getattr(args, "kubeconfig", None):
         return ClusterClient(Path(args.kubeconfig))
@@ -91,7 +91,7 @@ def _fleet(args: argparse.Namespace):
 
 def add_nodes(client, fleet, wait: bool = True, timeout: float = 600, workers: int = 16) -> dict:
     """Create the fleet's nodes in a running cluster and (optionally) wait until all are Ready."""
-    from aicenter.sim.nodes import create_nodes, fleet_manifests, wait_nodes_ready
+    from aicenter_testbed.sim.nodes import create_nodes, fleet_manifests, wait_nodes_ready
 
     t0 = time.monotonic()
     manifests = fleet_manifests(fleet)
@@ -117,7 +117,7 @@ def add_nodes(client, fleet, wait: bool = True, timeout: float = 600, workers: i
 
 
 def cmd_tools(args: argparse.Namespace) -> int:
-    from aicenter.testbed.tools import ensure_tools
+    from aicenter_testbed.tools import ensure_tools
 
     tools = ensure_tools()
     if args.print_path:
@@ -129,8 +129,8 @@ def cmd_tools(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from aicenter.testbed.cluster import ClusterClient
-    from aicenter.testbed.tools import ensure_tools
+    from aicenter_testbed.cluster import ClusterClient
+    from aicenter_testbed.tools import ensure_tools
 
     d = Path(args.dir or default_dir()).resolve()
     d.mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     with open(d / SUPERVISOR_LOG, "ab") as log:
         sup = subprocess.Popen(
-            [sys.executable, "-m", "aicenter.testbed.cli", "_serve", "--dir", str(d)],
+            [sys.executable, "-m", "aicenter_testbed.cli", "_serve", "--dir", str(d)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -181,7 +181,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """The supervisor: starts the cluster, waits for a signal, stops and reaps everything."""
-    from aicenter.testbed.cluster import LocalCluster
+    from aicenter_testbed.cluster import LocalCluster
 
     d = Path(args.dir).resolve()
     (d / SUPERVISOR_PID).write_text(f"{os.getpid()}\n")
@@ -271,7 +271,7 @@ def cmd_nodes(args: argparse.Namespace) -> int:
 
 
 def cmd_fault(args: argparse.Namespace) -> int:
-    from aicenter.sim import faults
+    from aicenter_testbed.sim import faults
 
     client = _client_for(args)
     node = faults.inject(client, args.fault, args.node, gpus=args.gpus)
@@ -294,7 +294,7 @@ def _rss_mib(pid: int) -> float:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Start a fresh cluster, bring a fleet's nodes up, report seconds and RSS, stop."""
-    from aicenter.testbed.cluster import LocalCluster
+    from aicenter_testbed.cluster import LocalCluster
 
     fleet = _fleet(args)
     t0 = time.monotonic()

@@ -12,13 +12,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from aicenter.fleet import LABEL_COUNT, LABEL_FAMILY, LABEL_MEMORY, LABEL_PRESENT, LABEL_PRODUCT
-
 from .discovery import Inventory
 
-log = logging.getLogger("aicenter.deviceplugin")
+log = logging.getLogger("aicenter_deviceplugin")
 
 ANNOTATION_UNHEALTHY = "sim.aicenter.dev/unhealthy-gpus"
+# GPU Feature Discovery's label keys.
+LABEL_PRODUCT = "nvidia.com/gpu.product"
+LABEL_COUNT = "nvidia.com/gpu.count"
+LABEL_MEMORY = "nvidia.com/gpu.memory"
+LABEL_FAMILY = "nvidia.com/gpu.family"
+LABEL_PRESENT = "nvidia.com/gpu.present"
 LABEL_PROFILE = "sim.aicenter.dev/profile"
 LABEL_BACKEND = "sim.aicenter.dev/backend"
 

@@ -1,7 +1,7 @@
 """Markdown field reference of the CRDs, spliced into ``docs/api.md`` by the generator.
 
 The tables are rendered from :mod:`aicenter.api.crds`, so the documentation cannot drift from the
-schemas: ``python -m aicenter.api.generate --check`` fails when it does.
+schemas: ``python -m aicenter_testbed.generate --check`` fails when it does.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from aicenter.api.crds import cel_rules, crd_for, openapi_schema
 
 Schema = dict[str, Any]
 
-BEGIN = "<!-- BEGIN GENERATED: field reference (python -m aicenter.api.generate) -->"
+BEGIN = "<!-- BEGIN GENERATED: field reference (python -m aicenter_testbed.generate) -->"
 END = "<!-- END GENERATED: field reference -->"
 
 

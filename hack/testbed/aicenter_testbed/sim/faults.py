@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aicenter.fleet import GPU_RESOURCE
-from aicenter.sim.stages import ANN_FAULT, FAULT_NOT_READY
+from aicenter_testbed.fleet import GPU_RESOURCE
+from aicenter_testbed.sim.stages import ANN_FAULT, FAULT_NOT_READY
 
 ANN_UNHEALTHY_GPUS = "sim.aicenter.dev/unhealthy-gpus"
 ANN_CORDONED = "sim.aicenter.dev/cordoned"

@@ -34,8 +34,8 @@ from typing import Any
 
 import yaml
 
-from aicenter.testbed.tools import KUBERNETES, Tools, ensure_tools
-from aicenter.testbed.waiting import WaitTimeout, wait_for
+from aicenter_testbed.tools import KUBERNETES, Tools, ensure_tools
+from aicenter_testbed.waiting import WaitTimeout, wait_for
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -766,7 +766,7 @@ class LocalCluster:
         return status == 200 and self._leader("kube-scheduler") is not None
 
     def _write_kwok_config(self) -> Path:
-        from aicenter.sim.stages import kwok_config_documents
+        from aicenter_testbed.sim.stages import kwok_config_documents
 
         path = self.data_dir / "kwok.yaml"
         path.write_text(yaml.safe_dump_all(kwok_config_documents(NODE_LEASE_SECONDS), sort_keys=False))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from .core import CenterSpec, Node, Scheduler, SchedulerConfig, TopologyMode, Workload
-from .core import QuotaSpec as CoreQuota
+from aicenter.core import CenterSpec, Node, Scheduler, SchedulerConfig, TopologyMode, Workload
+from aicenter.core import QuotaSpec as CoreQuota
 
 DEFAULT_PRESET = "korea-national-fleet"
 RACKS_PER_ZONE = 64
@@ -143,7 +143,7 @@ def load_fleet(source: str | Path = DEFAULT_PRESET) -> Fleet:
     if isinstance(source, Path) or "/" in str(source) or str(source).endswith((".yaml", ".yml")):
         text = Path(source).read_text()
     else:
-        text = resources.files("aicenter.presets").joinpath(f"{source}.yaml").read_text()
+        text = resources.files("aicenter_testbed.presets").joinpath(f"{source}.yaml").read_text()
     return parse_fleet(yaml.safe_load(text))
 
 

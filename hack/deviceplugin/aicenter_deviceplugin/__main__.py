@@ -1,0 +1,3 @@
+from aicenter_deviceplugin.main import main
+
+raise SystemExit(main())

@@ -1,3 +1,0 @@
-from aicenter.deviceplugin.main import main
-
-raise SystemExit(main())
