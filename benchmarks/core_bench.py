@@ -22,15 +22,10 @@ import heapq
 import io
 import os
 import pstats
-import resource
 import statistics
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
 from aicenter.core import QuotaLedger, QuotaSpec, Scheduler, SchedulerConfig
 from aicenter.core.invariants import violations
@@ -45,6 +40,7 @@ from aicenter_testbed.fleet import (
     load_fleet,
     workload_of,
 )
+from aicenter_testbed.procs import rss_mib
 
 TARGET_PLACEMENTS_S = 5_000
 TARGET_P99_S = 1.0
@@ -52,10 +48,6 @@ TARGET_ALLOCATED = 0.98
 TARGET_RSS_GIB = 1.0
 SATURATED = 10_000  # pending jobs at the start of a cycle for it to count as saturated
 WARM = 0.95  # cycles before the fleet first starts a cycle this full are the initial fill
-
-
-def rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 # -- the two placers behind one small interface ---------------------------------------------------

@@ -16,35 +16,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from aicenter import api
+from aicenter.controller.kube import Kube, load_client
+from aicenter_testbed import manifests
+from aicenter_testbed.cli import add_nodes
+from aicenter_testbed.cluster import LocalCluster
+from aicenter_testbed.fleet import LABEL_PRODUCT, load_fleet, scale_fleet
+from aicenter_testbed.operator import OperatorProcess
+from aicenter_testbed.procs import rss_mib
+from aicenter_testbed.sim.pods import gpu_pod_manifest
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "operator"))
-
-from aicenter import api  # noqa: E402
-from aicenter.controller.kube import Kube, load_client  # noqa: E402
-from aicenter_testbed.cli import add_nodes  # noqa: E402
-from aicenter_testbed.cluster import LocalCluster  # noqa: E402
-from aicenter_testbed.fleet import GPU_RESOURCE, LABEL_PRODUCT, load_fleet, scale_fleet  # noqa: E402
-from aicenter_testbed.sim.nodes import KWOK_TOLERATION  # noqa: E402
-
-G = f"/apis/{api.GROUP}/{api.VERSION}"
-IMAGE = "registry.invalid/aicenter/sim-workload:0"
-
-
-def rss_mib(pid: int, key: str = "VmHWM") -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+G = api.GROUP_PATH
 
 
 class BoundCounter:
@@ -94,34 +82,11 @@ def burst(kube: Kube, calls: list[tuple[str, str, dict]], workers: int) -> float
 
 
 def pod(name: str, gpus: int, scheduler: str | None = None) -> dict:
-    spec = {
-        "tolerations": [dict(KWOK_TOLERATION)],
-        "nodeSelector": {LABEL_PRODUCT: "NVIDIA-B200"},
-        "terminationGracePeriodSeconds": 0,
-        "containers": [{"name": "main", "image": IMAGE, "resources": {"limits": {GPU_RESOURCE: str(gpus)}}}],
-    }
-    if scheduler:
-        spec["schedulerName"] = scheduler
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+    return gpu_pod_manifest(name, gpus, product="NVIDIA-B200", scheduler_name=scheduler)
 
 
 def job(name: str, gpus: int, replicas: int = 1) -> dict:
-    return {
-        "apiVersion": api.API_VERSION,
-        "kind": api.KIND_GPUJOB,
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "gpusPerReplica": gpus,
-            "template": {
-                "spec": {
-                    "tolerations": [dict(KWOK_TOLERATION)],
-                    "terminationGracePeriodSeconds": 0,
-                    "containers": [{"name": "main", "image": IMAGE}],
-                }
-            },
-        },
-    }
+    return manifests.gpujob(name, replicas, gpus)
 
 
 def namespace(kube: Kube, name: str) -> None:
@@ -177,58 +142,14 @@ def main() -> int:
         kube.request(
             "POST",
             f"{G}/aicenters",
-            body={
-                "apiVersion": api.API_VERSION,
-                "kind": api.KIND_AICENTER,
-                "metadata": {"name": "bench"},
-                "spec": {"nodeSelector": {"matchLabels": {LABEL_PRODUCT: "NVIDIA-B200"}}},
-            },
+            body=manifests.aicenter("bench", {"matchLabels": {LABEL_PRODUCT: "NVIDIA-B200"}}),
         )
-        kube.request(
-            "POST",
-            f"{G}/gpuquotas",
-            body={
-                "apiVersion": api.API_VERSION,
-                "kind": api.KIND_GPUQUOTA,
-                "metadata": {"name": "bench"},
-                "spec": {
-                    "center": "bench",
-                    "resources": [{"gpuClass": "B200", "guaranteed": b200}],
-                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "bench-op"}},
-                },
-            },
+        quota = manifests.gpuquota(
+            "bench", "bench", manifests.namespace_selector("bench-op"), {"B200": (b200, None)}
         )
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        log = open(lc.data_dir / "operator.log", "wb")  # noqa: SIM115
-        op = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "aicenter.cli",
-                "run",
-                "--no-leader-election",
-                "--metrics-host",
-                "127.0.0.1",
-                "--metrics-port",
-                str(port),
-            ],
-            env={**os.environ, "KUBECONFIG": str(lc.kubeconfig), "PYTHONPATH": str(ROOT / "operator")},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        kube.request("POST", f"{G}/gpuquotas", body=quota)
+        op = OperatorProcess(lc.kubeconfig, lc.data_dir / "operator.log", ["--no-leader-election"]).start()
         try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2).status == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline or op.poll() is not None:
-                    raise SystemExit("operator did not become ready")
-                time.sleep(0.2)
             n, g = args.pods, args.gpus
 
             # (b) kube-scheduler
@@ -291,8 +212,7 @@ def main() -> int:
                 }
             )
         finally:
-            op.terminate()
-            op.wait(30)
+            op.stop()
             kube.close()
     print(json.dumps(out, indent=2))
     print(

@@ -10,8 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=.testbed
 if [ "${1:-}" = "down" ]; then
-    [ -f "$DIR/operator.pid" ] && kill "$(cat "$DIR/operator.pid")" 2>/dev/null || true
-    rm -f "$DIR/operator.pid"
+    [ -x .venv/bin/python ] && .venv/bin/python -m aicenter_testbed.operator stop --dir "$DIR"
     exec .venv/bin/aicenter-testbed down --dir "$DIR"
 fi
 SCALE=0.001
@@ -26,15 +25,11 @@ kubectl apply --server-side -f manifests/crds/all.yaml >/dev/null
 kubectl wait --for=condition=Established crd --all --timeout=60s >/dev/null
 .venv/bin/python -m aicenter_testbed.samples --print --scale "$SCALE" --namespaces | kubectl apply --server-side -f - >/dev/null
 echo "== the operator (log: $DIR/operator.log)"
-[ -f "$DIR/operator.pid" ] && kill "$(cat "$DIR/operator.pid")" 2>/dev/null || true
-nohup .venv/bin/aicenter-operator run --no-leader-election --metrics-host 127.0.0.1 --metrics-port 18080 \
-    >"$DIR/operator.log" 2>&1 &
-echo $! >"$DIR/operator.pid"
-for _ in $(seq 100); do curl -sf http://127.0.0.1:18080/readyz >/dev/null 2>&1 && break; sleep 0.3; done
+.venv/bin/python -m aicenter_testbed.operator start --dir "$DIR" --port 18080
 echo "== the example jobs"
 kubectl apply -f manifests/samples/jobs/ >/dev/null
 kubectl wait --for=jsonpath='{.status.phase}'=Running gpujob/llm-inference -n universities --timeout=60s >/dev/null || true
-sleep 3  # give the slower admissions a moment before the listing below (display only)
+kubectl wait --for=jsonpath="{.status.phase}" gpujob --all -A --timeout=60s >/dev/null || true
 kubectl get aicenters
 kubectl get gpuquotas
 kubectl get gpujobs -A -o wide

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "operator"))
 
 from aicenter.api import rbac  # noqa: E402
-from aicenter_testbed.generate import dump  # noqa: E402
+from aicenter_testbed.yamlio import dump  # noqa: E402
 
 CHART = Path("charts/aicenter-operator")
 INSTALL = Path("manifests/install/aicenter-operator.yaml")

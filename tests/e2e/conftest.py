@@ -35,6 +35,6 @@ def crds(cluster) -> None:
 @pytest.fixture(scope="module")
 def operator(cluster, crds, tmp_path_factory) -> Iterator[OperatorProcess]:
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    op = OperatorProcess(cluster, log, ["--no-leader-election"]).start()
+    op = OperatorProcess(cluster.kubeconfig, log, ["--no-leader-election"]).start()
     yield op
     op.stop()

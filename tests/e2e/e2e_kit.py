@@ -2,93 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
-import urllib.request
 import uuid
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from aicenter import api
-from aicenter_testbed.fleet import GPU_RESOURCE, LABEL_CENTER, NodeSpec, load_fleet
-from aicenter_testbed.sim.nodes import KWOK_TOLERATION, create_nodes, node_manifest, wait_nodes_ready
-from aicenter_testbed.sim.stages import ANN_OUTCOME, ANN_RUN_SECONDS
+from aicenter_testbed import manifests
+from aicenter_testbed.fleet import GPU_RESOURCE, NodeSpec, load_fleet
+from aicenter_testbed.operator import OperatorProcess
+from aicenter_testbed.sim.nodes import create_nodes, node_manifest, wait_nodes_ready
 from aicenter_testbed.waiting import wait_for
 
-G = f"/apis/{api.GROUP}/{api.VERSION}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class OperatorProcess:
-    """A running ``aicenter-operator run`` process."""
-
-    cluster: Any
-    log: Path
-    args: list[str] = field(default_factory=list)
-    port: int = 0
-    proc: subprocess.Popen | None = None
-
-    def start(self) -> OperatorProcess:
-        self.port = _free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "aicenter.cli",
-            "run",
-            "--metrics-host",
-            "127.0.0.1",
-            "--metrics-port",
-            str(self.port),
-            "--cycle-interval",
-            "0.5",
-            *self.args,
-        ]
-        env = {**os.environ, "KUBECONFIG": str(self.cluster.kubeconfig), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
-        wait_for(self.ready, 60, f"operator ready on :{self.port} (log {self.log})")
-        return self
-
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=2) as r:
-                return r.status, r.read().decode()
-        except OSError as e:
-            return getattr(e, "code", 0) or 0, str(e)
-
-    def ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"operator exited {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-        return self.get("/readyz")[0] == 200
-
-    def metric(self, name: str) -> float:
-        total = 0.0
-        for line in self.get("/metrics")[1].splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+G = api.GROUP_PATH
+__all__ = ["G", "OperatorProcess"]
 
 
 def call(cluster, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
@@ -116,6 +42,7 @@ def make_center(
     nodes_per_rack: int = 2,
     grace_s: int = 60,
     prefix: str = "c",
+    **spec: Any,
 ) -> Center:
     """Create simulated nodes (``racks`` × ``nodes_per_rack`` of a fleet shape) and their AICenter."""
     sh = load_fleet().shapes[shape]
@@ -128,21 +55,10 @@ def make_center(
     res = create_nodes(cluster, [node_manifest(n) for n in nodes])
     assert res.ok, res.failed
     wait_nodes_ready(cluster, [n.name for n in nodes], timeout=60)
-    call(
-        cluster,
-        "POST",
-        f"{G}/aicenters",
-        {
-            "apiVersion": api.API_VERSION,
-            "kind": api.KIND_AICENTER,
-            "metadata": {"name": name},
-            "spec": {
-                "nodeSelector": {"matchLabels": {LABEL_CENTER: name}},
-                "nodeNotReadyGraceSeconds": grace_s,
-                "gpuClasses": [{"name": sh.gpu_class, "product": sh.product}],
-            },
-        },
+    body = manifests.aicenter(
+        name, classes={sh.gpu_class: sh.product}, nodeNotReadyGraceSeconds=grace_s, **spec
     )
+    call(cluster, "POST", f"{G}/aicenters", body)
     return Center(name, nodes)
 
 
@@ -157,62 +73,19 @@ def make_quota(
     cohort: str | None = None,
     **preemption: str,
 ) -> None:
-    spec: dict[str, Any] = {
-        "center": center,
-        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-        "resources": [{"gpuClass": gpu_class, "guaranteed": guaranteed, "limit": limit or guaranteed}],
-    }
-    if cohort:
-        spec["cohort"] = cohort
-    if preemption:
-        spec["preemption"] = preemption
-    call(
-        cluster,
-        "POST",
-        f"{G}/gpuquotas",
-        {"apiVersion": api.API_VERSION, "kind": api.KIND_GPUQUOTA, "metadata": {"name": name}, "spec": spec},
+    extra = {"preemption": preemption} if preemption else {}
+    body = manifests.gpuquota(
+        name,
+        center,
+        manifests.namespace_selector(namespace),
+        {gpu_class: (guaranteed, limit)},
+        cohort,
+        **extra,
     )
+    call(cluster, "POST", f"{G}/gpuquotas", body)
 
 
-def job_manifest(
-    name: str,
-    replicas: int = 1,
-    gpus: int = 8,
-    *,
-    quota: str | None = None,
-    gpu_class: str | None = None,
-    topology: tuple[str, str] | None = None,
-    priority: int = 0,
-    run_seconds: float | None = None,
-    outcome: str | None = None,
-    **spec: Any,
-) -> dict:
-    annotations = {}
-    if run_seconds is not None:
-        annotations[ANN_RUN_SECONDS] = f"{run_seconds:g}"
-    if outcome:
-        annotations[ANN_OUTCOME] = outcome
-    body: dict[str, Any] = {
-        "replicas": replicas,
-        "gpusPerReplica": gpus,
-        "priority": priority,
-        **spec,
-        "template": {
-            "metadata": {"annotations": annotations},
-            "spec": {
-                "tolerations": [dict(KWOK_TOLERATION)],
-                "terminationGracePeriodSeconds": 0,
-                "containers": [{"name": "main", "image": "registry.invalid/aicenter/sim-workload:0"}],
-            },
-        },
-    }
-    if quota:
-        body["quota"] = quota
-    if gpu_class:
-        body["gpuClass"] = gpu_class
-    if topology:
-        body["topology"] = {"key": topology[0], "mode": topology[1]}
-    return {"apiVersion": api.API_VERSION, "kind": api.KIND_GPUJOB, "metadata": {"name": name}, "spec": body}
+job_manifest = manifests.gpujob
 
 
 def submit(cluster, namespace: str, manifest: dict) -> dict:

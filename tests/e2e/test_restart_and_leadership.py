@@ -41,7 +41,7 @@ def test_kill_9_mid_burst_then_restart_keeps_invariants(cluster, crds, namespace
     jobs = [job_manifest(f"s{i}", 1, 8) for i in range(12)]
     jobs += [job_manifest(f"g{i}", 2, 8) for i in range(6)]
     jobs += [job_manifest(f"h{i}", 1, 4) for i in range(8)]  # demand 96 + 96 + 32 > 96
-    first = OperatorProcess(cluster, tmp_path / "op1.log", ["--no-leader-election"]).start()
+    first = OperatorProcess(cluster.kubeconfig, tmp_path / "op1.log", ["--no-leader-election"]).start()
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda j: submit(cluster, namespace, j), jobs))
     wait_for(lambda: _bound_pods(cluster, namespace) >= 3, 60, "the burst to start binding")
@@ -50,7 +50,7 @@ def test_kill_9_mid_burst_then_restart_keeps_invariants(cluster, crds, namespace
     use = node_gpu_use(cluster)
     assert all(use.get(n, 0) <= alloc[n] for n in alloc), (use, alloc)
 
-    second = OperatorProcess(cluster, tmp_path / "op2.log", ["--no-leader-election"]).start()
+    second = OperatorProcess(cluster.kubeconfig, tmp_path / "op2.log", ["--no-leader-election"]).start()
     try:
         names = [j["metadata"]["name"] for j in jobs]
 
@@ -91,8 +91,8 @@ def test_two_replicas_only_the_leader_binds(cluster, crds, namespace, tmp_path):
         "--lease-seconds",
         "6",
     ]
-    a = OperatorProcess(cluster, tmp_path / "a.log", [*lease, "--identity", "replica-a"]).start()
-    b = OperatorProcess(cluster, tmp_path / "b.log", [*lease, "--identity", "replica-b"]).start()
+    a = OperatorProcess(cluster.kubeconfig, tmp_path / "a.log", [*lease, "--identity", "replica-a"]).start()
+    b = OperatorProcess(cluster.kubeconfig, tmp_path / "b.log", [*lease, "--identity", "replica-b"]).start()
     try:
         for i in range(2):
             submit(cluster, namespace, job_manifest(f"j{i}", 1, 8))

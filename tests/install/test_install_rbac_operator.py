@@ -45,7 +45,7 @@ def test_operator_scenario_under_the_chart_service_account(
     make_quota(cluster, f"{ns_b}-q", c.name, ns_b, "B200", 8, 16, cohort)
     log = tmp_path / "operator-as-sa.log"
     op = OperatorProcess(
-        cluster,
+        cluster.kubeconfig,
         log,
         [
             "--kubeconfig",

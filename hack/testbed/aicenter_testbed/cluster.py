@@ -18,12 +18,10 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -34,6 +32,7 @@ from typing import Any
 
 import yaml
 
+from aicenter_testbed.procs import free_port
 from aicenter_testbed.tools import KUBERNETES, Tools, ensure_tools
 from aicenter_testbed.waiting import WaitTimeout, wait_for
 
@@ -63,27 +62,6 @@ def _log(msg: str) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Ports and processes
-
-
-_handed_out: set[int] = set()
-_port_lock = threading.Lock()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind to 0), never the same one twice here.
-
-    The port is released before the component binds it, so a clash stays possible; the launcher
-    detects one from the component's log and retries on fresh ports.
-    """
-    with _port_lock:
-        for _ in range(100):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.bind(("127.0.0.1", 0))
-                port = s.getsockname()[1]
-            if port not in _handed_out:
-                _handed_out.add(port)
-                return port
-    raise ClusterError("no free port found")
 
 
 def _load_prctl():  # resolved once in the parent: nothing is loaded between fork and exec

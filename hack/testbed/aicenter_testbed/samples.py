@@ -2,9 +2,8 @@
 
 ``fleet_manifests(fleet)`` turns any (scaled, filtered) :class:`aicenter_testbed.fleet.Fleet` into the
 AICenters and GPUQuotas that describe it, so simulations and tests apply the same objects the
-samples show. ``python -m aicenter_testbed.samples`` writes ``manifests/samples/`` (like
-``python -m aicenter_testbed.generate``, which also writes the CRDs); ``--print`` writes a (scaled)
-fleet to stdout instead::
+samples show. ``python -m aicenter_testbed.generate --only samples`` writes ``manifests/samples/``;
+``python -m aicenter_testbed.samples --print`` writes a (scaled) fleet to stdout::
 
     python -m aicenter_testbed.samples --print --scale 0.001 --namespaces | kubectl apply -f -
 """
@@ -260,8 +259,6 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m aicenter_testbed.samples", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--check", action="store_true", help="exit 1 and print a diff when a sample file differs")
-    p.add_argument("--root", help="repository root (default: found from this file or the working directory)")
     p.add_argument("--print", dest="print_", action="store_true", help="write a fleet's manifests to stdout")
     p.add_argument(
         "--preset", default="korea-national-fleet", help="fleet preset name or YAML path (--print)"
@@ -270,18 +267,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--centers", default="", help="comma-separated centre names (--print)")
     p.add_argument("--namespaces", action="store_true", help="include tenant Namespaces (--print)")
     args = p.parse_args(argv)
-    if args.print_:
-        from aicenter_testbed.fleet import scale_fleet
-        from aicenter_testbed.generate import dump_all
+    if not args.print_:
+        p.error("nothing to do: --print writes a fleet's manifests (aicenter_testbed.generate writes files)")
+    from aicenter_testbed.fleet import scale_fleet
+    from aicenter_testbed.yamlio import dump_all
 
-        fleet = scale_fleet(
-            load_fleet(args.preset), args.scale, [c for c in args.centers.split(",") if c] or None
-        )
-        sys.stdout.write(dump_all(fleet_manifests(fleet, namespaces=args.namespaces)))
-        return 0
-    from aicenter_testbed.generate import run
-
-    return run(args.root, check=args.check, groups=("samples",))
+    fleet = scale_fleet(
+        load_fleet(args.preset), args.scale, [c for c in args.centers.split(",") if c] or None
+    )
+    sys.stdout.write(dump_all(fleet_manifests(fleet, namespaces=args.namespaces)))
+    return 0
 
 
 if __name__ == "__main__":

@@ -37,8 +37,12 @@ def cache_root() -> Path:
     return Path(base)
 
 
-def _log(msg: str) -> None:
-    print(f"[testbed-tools] {msg}", file=sys.stderr, flush=True)
+def log(msg: str, tag: str = "testbed-tools") -> None:
+    """One progress line on stderr, ``[tag] msg``; the test bed's builders (tools, kind) share it."""
+    print(f"[{tag}] {msg}", file=sys.stderr, flush=True)
+
+
+_log = log
 
 
 def _run(cmd: list[str], cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
@@ -159,7 +163,7 @@ def build_kubernetes(commands: tuple[str, ...], version: str = KUBERNETES_VERSIO
             _log(f"built {c} in {time.monotonic() - t0:.0f}s")
 
 
-def _debian_mirror() -> str:
+def debian_mirror() -> str:
     """The Debian mirror this machine already uses (read from its apt sources, never hard-coded)."""
     texts = []
     for p in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
@@ -182,7 +186,7 @@ def build_etcd(suite: str = ETCD_DEBIAN_SUITE) -> Path:
     with tempfile.TemporaryDirectory(prefix="etcd-deb-") as tmp:
         t = Path(tmp)
         (t / "lists/partial").mkdir(parents=True)
-        (t / "sources.list").write_text(f"deb {_debian_mirror()} {suite} main\n")
+        (t / "sources.list").write_text(f"deb {debian_mirror()} {suite} main\n")
         opts = [
             f"-oDir::Etc::SourceList={t / 'sources.list'}",
             "-oDir::Etc::SourceParts=/dev/null",

@@ -11,6 +11,7 @@ from __future__ import annotations
 GROUP = "aicenter.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+GROUP_PATH = f"/apis/{GROUP}/{VERSION}"  # REST path prefix of the group
 CATEGORY = "aicenter-all"
 
 # Kinds and their resource names.
