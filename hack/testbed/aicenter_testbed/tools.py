@@ -25,6 +25,8 @@ KUBERNETES_VERSION = "v1.34.4"
 ETCD_DEBIAN_SUITE = "trixie"  # trixie ships etcd 3.5.x; bookworm's 3.4 is too old for the apiserver
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.19.5"
+KUEUE_MODULE = "sigs.k8s.io/kueue"
+KUEUE_VERSION = "v0.17.0"  # only for the Kueue comparison (aicenter_testbed.kueue, benchmarks/peer_bench.py)
 
 K8S_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
 NODE_COMMANDS = ("kubelet", "kubeadm")  # only for the kind node image
@@ -163,6 +165,84 @@ def build_kubernetes(commands: tuple[str, ...], version: str = KUBERNETES_VERSIO
             _log(f"built {c} in {time.monotonic() - t0:.0f}s")
 
 
+def build_go_wrapped(
+    module: str,
+    version: str,
+    packages: dict[str, str],
+    dest: Path,
+    ldflags: str = "",
+    edits: dict[str, list[tuple[str, str]]] | None = None,
+) -> None:
+    """Build ``packages`` (binary name → import path) of ``module@version`` through a wrapper module.
+
+    The same approach as :func:`build_kubernetes`: the wrapper requires the module and copies its
+    ``replace`` directives from the downloaded go.mod (``go install pkg@version`` refuses modules
+    that have any). A replace onto a local path cannot be honoured outside the module's own tree and
+    fails with a clear error. ``edits`` (file path in the module → [(old, new)] replacements) apply
+    to a copy of that file's package inside the wrapper; the module cache is never written, and an
+    ``old`` text that is not in the file fails the build.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="go-wrap-") as tmp:
+        work = Path(tmp)
+        name = "aicenter.dev/testbed-" + re.sub(r"[^\w.-]+", "-", module) + "-build"
+        (work / "go.mod").write_text(f"module {name}\n\ngo 1.24\n")
+        info = json.loads(
+            _run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd=work, env=_go_env())
+        )
+        gomod = Path(info["GoMod"]).read_text()
+        replaces = []
+        for block in re.findall(r"^replace\s*\(\n(.*?)^\)", gomod, re.M | re.S) + re.findall(
+            r"^replace[ \t]+([^(\s].*)$", gomod, re.M
+        ):
+            for line in block.splitlines():
+                line = line.split("//", 1)[0].strip()
+                if not line:
+                    continue
+                old, new = (part.strip() for part in line.split("=>"))
+                if new.startswith((".", "/")):
+                    raise RuntimeError(f"{module}@{version} replaces {old} with a local path ({new})")
+                replaces.append(f"replace {old} => {new}")
+        go_line = re.search(r"^go (\S+)", gomod, re.M)
+        lines = [f"module {name}", "", f"go {go_line.group(1) if go_line else '1.24'}", ""]
+        lines += [f"require {module} {version}", "", *replaces]
+        (work / "go.mod").write_text("\n".join(lines) + "\n")
+        (work / "tools.go").write_text(
+            "//go:build tools\n\npackage tools\n\nimport (\n"
+            + "".join(f'\t_ "{pkg}"\n' for pkg in packages.values())
+            + ")\n"
+        )
+        _log(f"resolving {module} {version} with {len(replaces)} replaces")
+        _run(["go", "mod", "tidy", "-e"], cwd=work, env=_go_env())
+        targets = dict(packages)
+        for rel, changes in (edits or {}).items():
+            # Files in the module cache cannot be overlaid: the edited file's package is copied
+            # into the wrapper (it must be a main package without internal imports) and built there.
+            pkg_dir = Path(rel).parent
+            src, copy = Path(info["Dir"]) / pkg_dir, work / "src" / pkg_dir
+            if not copy.exists():
+                copy.mkdir(parents=True)
+                for f in src.glob("*.go"):
+                    if not f.name.endswith("_test.go"):
+                        shutil.copyfile(f, copy / f.name)
+            text = (copy / Path(rel).name).read_text()
+            for old, new in changes:
+                if old not in text:
+                    raise RuntimeError(f"{module}@{version}: {rel} no longer contains {old!r}")
+                text = text.replace(old, new)
+            (copy / Path(rel).name).write_text(text)
+            for binary, pkg in packages.items():
+                if pkg == f"{module}/{pkg_dir.as_posix()}":
+                    targets[binary] = f"./src/{pkg_dir.as_posix()}"
+            _log(f"building {module}/{pkg_dir.as_posix()} from a copy with {rel} edited")
+        for binary, pkg in targets.items():
+            t0 = time.monotonic()
+            _log(f"building {binary} {version} (cold builds take minutes)")
+            args = ["go", "build", "-trimpath", "-ldflags", f"-s -w {ldflags}".strip()]
+            _run([*args, "-o", str(dest / binary), pkg], cwd=work, env=_go_env())
+            _log(f"built {binary} in {time.monotonic() - t0:.0f}s")
+
+
 def debian_mirror() -> str:
     """The Debian mirror this machine already uses (read from its apt sources, never hard-coded)."""
     texts = []
@@ -226,6 +306,7 @@ KUBERNETES_NODE = Component("kubernetes", KUBERNETES_VERSION, NODE_COMMANDS)
 ETCD = Component("etcd-debian", ETCD_DEBIAN_SUITE, ("etcd",))
 KWOK = Component("kwok", KWOK_VERSION, ("kwok",))
 HELM = Component("helm", HELM_VERSION, ("helm",))
+KUEUE = Component("kueue", KUEUE_VERSION, ("kueue",))
 
 
 @dataclass
@@ -276,12 +357,46 @@ def ensure_tools(with_node: bool = False) -> Tools:
     return tools
 
 
+#: Outside a pod Kueue's manager cannot start without certificates in a directory it hard-codes for
+#: a mounted Secret; this one edit lets ``KUEUE_METRICS_CERT_DIR`` name another. Nothing else changes.
+KUEUE_METRICS_CERT_EDIT = (
+    'metricsCertPath := "/etc/kueue/metrics/certs"',
+    'metricsCertPath := "/etc/kueue/metrics/certs"\n'
+    '\t\tif dir := os.Getenv("KUEUE_METRICS_CERT_DIR"); dir != "" {\n'
+    "\t\t\tmetricsCertPath = dir\n"
+    "\t\t}",
+)
+
+
+def ensure_kueue() -> Path:
+    """Kueue's manager (``cmd/kueue`` of ``sigs.k8s.io/kueue``), built on first use; returns its path.
+
+    Not part of :func:`ensure_tools`: only the Kueue comparison needs it.
+    """
+    if KUEUE.missing():
+        t0 = time.monotonic()
+        vpkg = f"{KUEUE_MODULE}/pkg/version"
+        build_go_wrapped(
+            KUEUE_MODULE,
+            KUEUE_VERSION,
+            {"kueue": f"{KUEUE_MODULE}/cmd/kueue"},
+            KUEUE.bin_dir,
+            ldflags=f"-X {vpkg}.GitVersion={KUEUE_VERSION} -X {vpkg}.BuildDate=2026-01-01T00:00:00Z",
+            edits={"cmd/kueue/main.go": [KUEUE_METRICS_CERT_EDIT]},
+        )
+        _log(f"kueue {KUEUE_VERSION} built in {time.monotonic() - t0:.0f}s into {KUEUE.bin_dir}")
+    return KUEUE.path("kueue")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Build or locate the pinned test-bed tools.")
     ap.add_argument("--with-node", action="store_true", help="also build kubelet and kubeadm (kind)")
     ap.add_argument("--print-path", action="store_true", help="print a PATH prefix with every tool")
+    ap.add_argument("--kueue", action="store_true", help=f"also build Kueue {KUEUE_VERSION}'s manager")
     args = ap.parse_args(argv)
     tools = ensure_tools(with_node=args.with_node)
+    if args.kueue:
+        ensure_kueue()
     if args.print_path:
         print(os.pathsep.join(tools.bin_dirs))
     return 0
