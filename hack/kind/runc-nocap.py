@@ -8,7 +8,8 @@ so they cannot start there. Docker runs this script as its default runtime; it r
 capabilities missing from this process's bounding set from the bundle's ``config.json`` (on
 ``create``/``run``) or from the ``--process`` file (on ``exec``) and then execs runc unchanged.
 
-Registered by ``hack/kind/kindenv.py docker`` only when the bounding set lacks a capability.
+Registered as dockerd's default runtime by ``aicenter_testbed.kind.docker`` (``python -m
+aicenter_testbed.kind docker``) only when the bounding set lacks a capability.
 Standard library only: it runs under the host's /usr/bin/python3, outside any virtualenv.
 """
 

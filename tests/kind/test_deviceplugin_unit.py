@@ -20,10 +20,8 @@ from pathlib import Path
 
 import pytest
 
-grpc = pytest.importorskip("grpc", reason="grpcio not installed (hack/kind/requirements-deviceplugin.txt)")
-pytest.importorskip(
-    "google.protobuf", reason="protobuf not installed (hack/kind/requirements-deviceplugin.txt)"
-)
+grpc = pytest.importorskip("grpc", reason="grpcio not installed (a dependency of hack/deviceplugin)")
+pytest.importorskip("google.protobuf", reason="protobuf not installed (a dependency of hack/deviceplugin)")
 
 from aicenter_deviceplugin import discovery, main, node, server  # noqa: E402
 from aicenter_deviceplugin import protocol as pb  # noqa: E402

@@ -39,6 +39,7 @@ pytestmark = pytest.mark.kind
 REPO = Path(__file__).resolve().parents[2]
 KUBECONFIG = os.environ.get("AICENTER_KIND_KUBECONFIG", "")
 OPERATOR_IMAGE = os.environ.get("AICENTER_KIND_OPERATOR_IMAGE", "aicenter-operator:kind")
+DEVICEPLUGIN_IMAGE = os.environ.get("AICENTER_KIND_DEVICEPLUGIN_IMAGE", "aicenter-deviceplugin:kind")
 WORKLOAD_IMAGE = os.environ.get("AICENTER_KIND_WORKLOAD_IMAGE", "aicenter-workload:kind")
 PLUGIN_MANIFEST = REPO / "hack" / "kind" / "deviceplugin.yaml"
 CHART = REPO / "charts" / "aicenter-operator"
@@ -147,12 +148,12 @@ def capacity_gpus(node) -> int:
 
 @pytest.fixture(scope="module")
 def device_plugin(kind) -> Iterator[list[str]]:
-    """The DaemonSet from hack/kind/deviceplugin.yaml with the local image; yields the workers."""
+    """The DaemonSet from hack/kind/deviceplugin.yaml with the local plugin image; yields the workers."""
     docs = [d for d in yaml.safe_load_all(PLUGIN_MANIFEST.read_text()) if d]
     for d in docs:
         if d["kind"] == "DaemonSet":
             c = d["spec"]["template"]["spec"]["containers"][0]
-            c["image"], c["imagePullPolicy"] = OPERATOR_IMAGE, "Never"
+            c["image"], c["imagePullPolicy"] = DEVICEPLUGIN_IMAGE, "Never"
     kind.apply(docs)
     workers = kind.workers()
     assert len(workers) == 2, workers
