@@ -108,12 +108,25 @@ def image_inputs(image: str) -> str | None:
     return p.stdout.strip() if p.returncode == 0 else None
 
 
+def image_id(image: str) -> str | None:
+    p = run(["docker", "image", "inspect", "-f", "{{.Id}}", image], check=False, capture=True)
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def _drop_replaced(image: str, old_id: str | None) -> None:
+    """Remove the image ``image`` named before a rebuild, now untagged (kept if something uses it)."""
+    if old_id and old_id != image_id(image):
+        run(["docker", "rmi", old_id], check=False, capture=True)
+
+
 def docker_import(tar: Path, image: str, inputs: str, changes: list[str]) -> None:
     """A one-layer image from a root file system tar, with Dockerfile ``changes`` and the inputs label."""
+    old = image_id(image)
     args = ["docker", "import"]
     for c in [*changes, f"LABEL {INPUTS_LABEL}={inputs}"]:
         args += ["--change", c]
     run([*args, tar, image], capture=True)
+    _drop_replaced(image, old)
 
 
 def docker_build(context: Path, image: str, inputs: str, dockerfile: str) -> None:
@@ -122,12 +135,14 @@ def docker_build(context: Path, image: str, inputs: str, dockerfile: str) -> Non
     The classic builder: it needs no registry as long as ``FROM`` names a local image, and works with
     the Docker 20.10 daemon Debian ships (BuildKit would want its frontend image).
     """
+    old = image_id(image)
     (context / "Dockerfile").write_text(dockerfile + f"LABEL {INPUTS_LABEL}={inputs}\n")
     run(
         ["docker", "build", "--quiet", "--pull=false", "-t", image, context],
         capture=True,
         env={**os.environ, "DOCKER_BUILDKIT": "0"},
     )
+    _drop_replaced(image, old)
 
 
 def image_size_mib(image: str) -> int:

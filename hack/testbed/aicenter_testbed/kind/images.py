@@ -202,7 +202,7 @@ def ensure_python_base(force: bool = False) -> str:
 
 def ensure_app_image(app: PythonApp, force: bool = False) -> str:
     """``app``'s image: a venv with its wheel and dependencies, one layer on the Python base."""
-    ensure_python_base(force=force)
+    ensure_python_base()
     inputs = app.inputs(python_base_inputs())
     if not force and image_inputs(app.image) == inputs:
         log(f"{app.image} up to date ({inputs})")
@@ -321,6 +321,7 @@ def ensure_workload_image(force: bool = False) -> str:
 
 def ensure_images(force: bool = False) -> list[str]:
     """The operator, device plugin and workload images (built when their inputs changed)."""
+    ensure_python_base(force)  # once: both Python images then sit on the same base
     return [ensure_operator_image(force), ensure_deviceplugin_image(force), ensure_workload_image(force)]
 
 
