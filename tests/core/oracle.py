@@ -93,7 +93,7 @@ class Replay:
 
     def free(self, name: str) -> int:
         n = self.snap.nodes[name]
-        return n.allocatable - n.foreign_used - self.node_used[name]
+        return n.allocatable - n.other_gpus - self.node_used[name]
 
     def placeable(self, name: str) -> bool:
         n = self.snap.nodes[name]
@@ -331,7 +331,7 @@ def check_cycle(s: Scheduler, snap: Snapshot, res: CycleResult, exact_topology: 
             not node.ready and not past_grace(node, snap.centers[node.center], now)
         ):
             out.append(
-                f"node {name}: {rp.node_used[name]} used > {node.allocatable - node.foreign_used} healthy"
+                f"node {name}: {rp.node_used[name]} used > {node.allocatable - node.other_gpus} healthy"
             )
     for k, (nodes, _) in rp.running.items():
         for n in nodes:

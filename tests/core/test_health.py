@@ -71,7 +71,7 @@ def test_allocatable_drop_evicts_lowest_priority_first_and_only_what_is_needed()
 def test_foreign_pods_taking_gpus_count_as_lost_capacity():
     s, nodes = setup()
     place(s, "j", (N0,), 8)
-    s.set_node(dataclasses.replace(nodes[N0], foreign_used=1))
+    s.set_node(dataclasses.replace(nodes[N0], other_gpus=1))
     assert [e.key for e in run(s, 10.0).evicted] == ["j"]
 
 

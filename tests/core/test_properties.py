@@ -77,7 +77,7 @@ def pool_nodes(draw, center: str, cls: str) -> list[Node]:
                 elif state == "degraded":
                     node = dataclasses.replace(node, allocatable=draw(st.integers(0, cap - 1)))
                 elif state == "foreign":
-                    node = dataclasses.replace(node, foreign_used=draw(st.integers(1, cap)))
+                    node = dataclasses.replace(node, other_gpus=draw(st.integers(1, cap)))
                 out.append(node)
     return out
 
@@ -262,9 +262,9 @@ class Sim:
             n = dataclasses.replace(n, schedulable=True)
         elif what == "degrade":
             alloc = data.draw(st.integers(0, n.capacity))
-            n = dataclasses.replace(n, allocatable=alloc, foreign_used=min(n.foreign_used, alloc))
+            n = dataclasses.replace(n, allocatable=alloc, other_gpus=min(n.other_gpus, alloc))
         elif what == "foreign":
-            n = dataclasses.replace(n, foreign_used=data.draw(st.integers(0, n.allocatable)))
+            n = dataclasses.replace(n, other_gpus=data.draw(st.integers(0, n.allocatable)))
         self.nodes[n.name] = n
         self.s.set_node(n)
 
@@ -363,7 +363,7 @@ def reclaim_scenarios(draw):
     """One pool; an owner quota idle at first and one or two borrowers in its cohort."""
     nodes = draw(pool_nodes("c0", "A"))
     nodes = [
-        dataclasses.replace(n, ready=True, schedulable=True, allocatable=n.capacity, foreign_used=0)
+        dataclasses.replace(n, ready=True, schedulable=True, allocatable=n.capacity, other_gpus=0)
         for n in nodes
     ]
     cap = sum(n.capacity for n in nodes)

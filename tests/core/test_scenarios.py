@@ -9,7 +9,14 @@ import pytest
 
 from aicenter.core import SchedulerConfig, TopologyMode, Workload
 from aicenter.core.invariants import violations
-from aicenter.fleet import LABEL_CLIQUE, LABEL_RACK, LABEL_ZONE, build_scheduler, load_fleet, scale_fleet
+from aicenter_testbed.fleet import (
+    LABEL_CLIQUE,
+    LABEL_RACK,
+    LABEL_ZONE,
+    build_scheduler,
+    load_fleet,
+    scale_fleet,
+)
 
 NATIONAL = "national-ai-center"
 SAMSUNG = "samsung-ai-megafactory"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from .inventory import PoolTotals
 from .scheduler import Scheduler
 
 
@@ -48,6 +49,12 @@ def violations(s: Scheduler) -> list[str]:
     for key, (g, used) in cohorts.items():
         if used > g:
             out.append(f"cohort {key}: {used} used > {g} guaranteed in total")
+    for key, pool in s.inventory.pools.items():
+        t = PoolTotals()
+        for ns in pool.nodes.values():
+            t.count(ns, +1)
+        if t != pool.totals:
+            out.append(f"pool {key}: counters {pool.totals} drifted from the nodes {t}")
     return out
 
 

@@ -1,19 +1,26 @@
 """GPU inventory: nodes grouped into pools (centre × GPU class) with indices for fast placement.
 
 Each pool keeps, over its *placeable* nodes (ready, schedulable, centre not in maintenance, not
-reserved), a histogram of free-GPU counts for the whole pool and for every topology domain, and a
-lazy min-heap of nodes per free count. Feasibility of a gang of R × G is then O(max GPUs per node)
-(slots = Σ count[f] · ⌊f / G⌋) and best-fit selection is O(R log n). Every change to a node goes
-through ``_update`` so the indices never drift from the nodes.
+reserved, no hard taint beyond the pool's common ones), a histogram of free-GPU counts for the whole
+pool and for every topology domain, and a lazy min-heap of nodes per free count. Feasibility of a
+gang of R × G is then O(max GPUs per node) (slots = Σ count[f] · ⌊f / G⌋) and best-fit selection is
+O(R log n). Every change to a node goes through ``update`` so the indices never drift from the nodes.
+
+The *common taints* of a pool are the hard taints every node of it carries (none in most clusters;
+kwok's own taint on a simulated fleet). A node with more than those (maintenance, a disruption
+taint) is left out of the index; placement sees it only through the exact path, for workloads that
+tolerate it (see :mod:`aicenter.core.placement`).
 """
 
 from __future__ import annotations
 
 import bisect
 import heapq
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from .constraints import Resources, Taint
 from .model import CenterSpec, Node
 
 
@@ -26,6 +33,7 @@ class NodeState:
     reserved: bool = False  # held back this cycle for a starving workload
     indexed_free: int = -1  # free count under which the node is indexed; -1 = not indexed
     workloads: dict[str, int] = field(default_factory=dict)  # workload key → GPUs on this node
+    used_res: dict[str, int] = field(default_factory=dict)  # non-GPU requests of our workloads here
 
     @property
     def name(self) -> str:
@@ -33,12 +41,60 @@ class NodeState:
 
     @property
     def free(self) -> int:
-        return self.node.allocatable - self.node.foreign_used - self.used
+        return self.node.allocatable - self.node.other_gpus - self.used
 
     @property
     def healthy_capacity(self) -> int:
         """GPUs that could be ours if every workload of ours finished."""
-        return max(0, self.node.allocatable - self.node.foreign_used)
+        return max(0, self.node.allocatable - self.node.other_gpus)
+
+    @property
+    def over(self) -> int:
+        """GPUs held beyond what is healthy, not counting pods that are draining away."""
+        n = self.node
+        return self.used + n.other_gpus - n.draining_gpus - n.allocatable
+
+    def fits(self, requests: Resources) -> int:
+        """How many replicas with these non-GPU ``requests`` the node's free resources hold."""
+        best = 1 << 30
+        alloc, other, used = self.node.facts.allocatable, self.node.other_requests, self.used_res
+        for name, amount in requests:
+            free = alloc.get(name, 0) - other.get(name, 0) - used.get(name, 0)
+            best = min(best, free // amount if free > 0 else 0)
+            if not best:
+                return 0
+        return best
+
+
+@dataclass
+class PoolTotals:
+    """Counters over a pool's nodes, kept as nodes come, go and change (status and metrics read these)."""
+
+    nodes: int = 0
+    ready: int = 0
+    schedulable: int = 0  # ready and not cordoned
+    capacity: int = 0  # GPUs
+    healthy: int = 0  # allocatable GPUs on ready nodes
+    used: int = 0  # GPUs held by our placements
+    other: int = 0  # GPUs held by pods no placement claims
+
+    def count(self, ns: NodeState, sign: int) -> None:
+        n = ns.node
+        self.nodes += sign
+        self.ready += sign * n.ready
+        self.schedulable += sign * (n.ready and n.schedulable)
+        self.capacity += sign * n.capacity
+        self.healthy += sign * (n.allocatable if n.ready else 0)
+        self.used += sign * ns.used
+        self.other += sign * n.other_gpus
+
+    @property
+    def allocated(self) -> int:
+        return min(self.capacity, self.used + self.other)
+
+    @property
+    def unhealthy(self) -> int:
+        return max(0, self.capacity - self.healthy)
 
 
 @dataclass
@@ -148,10 +204,28 @@ class Pool:
         self._order: list[list[Domain]] | None = None  # domains per level by name; reset on add/remove
         self._potential: dict[tuple[int, int], int] = {}  # (level, gpus) → best domain potential
         self._sorted_nodes: list[NodeState] | None = None  # every node in topology order; reset on add/remove
+        self.taint_sets: Counter[frozenset[Taint]] = Counter()  # hard taint sets of the nodes
+        self.soft_tainted = 0  # nodes with a PreferNoSchedule taint
+        self.common_taints: frozenset[Taint] = frozenset()  # hard taints every node carries
+        self.shape_version = 0  # bumped when a node joins or leaves (labels, taints, allocatable)
+        self.path_cache: dict[object, tuple[int, bool]] = {}  # constraints → (shape version, indexed path?)
+        self.totals = PoolTotals()
 
     # -- membership -------------------------------------------------------------------------
 
     def placeable(self, ns: NodeState) -> bool:
+        """Could take new work now (the fast index holds exactly these, when they have free GPUs)."""
+        n = ns.node
+        return (
+            n.ready
+            and n.schedulable
+            and not self.center.maintenance
+            and not ns.reserved
+            and len(n.facts.taints) == len(self.common_taints)
+        )
+
+    def usable(self, ns: NodeState) -> bool:
+        """Could take new work from a workload that tolerates its taints (the exact path's test)."""
         n = ns.node
         return n.ready and n.schedulable and not self.center.maintenance and not ns.reserved
 
@@ -197,9 +271,26 @@ class Pool:
                     idx.dirty[dom] = d
         ns.indexed_free = -1  # the heap entry goes stale and is skipped lazily
 
+    def _count_taints(self, ns: NodeState, delta: int) -> None:
+        """Track taint sets; a change of the common taints re-indexes the pool (rare)."""
+        key = frozenset(ns.node.facts.taints)
+        self.taint_sets[key] += delta
+        if not self.taint_sets[key]:
+            del self.taint_sets[key]
+        self.soft_tainted += delta if ns.node.facts.soft_taints else 0
+        common = frozenset.intersection(*self.taint_sets) if self.taint_sets else frozenset()
+        if common != self.common_taints:
+            self.common_taints = common
+            for other in self.nodes.values():
+                if other is not ns:
+                    self._unindex(other)
+                    self._index(other)
+
     def add(self, ns: NodeState) -> None:
         self._grow(max(ns.node.allocatable, ns.node.capacity))
         self.nodes[ns.name] = ns
+        self.totals.count(ns, +1)
+        self._count_taints(ns, +1)
         for lvl, dom in enumerate(ns.domains):
             if dom is None:
                 continue
@@ -213,6 +304,7 @@ class Pool:
         self._shape_changed()
 
     def _shape_changed(self) -> None:
+        self.shape_version += 1
         self._indices.clear()
         self._level_indices = [[] for _ in range(self.levels)]
         self._biggest = None
@@ -225,6 +317,8 @@ class Pool:
         if ns is None:
             return None
         self._unindex(ns)
+        self.totals.count(ns, -1)
+        self._count_taints(ns, -1)
         for lvl, dom in enumerate(ns.domains):
             if dom is None:
                 continue
@@ -240,6 +334,7 @@ class Pool:
         """The one way node usage or reservation changes; keeps every index in step."""
         self._unindex(ns)
         ns.used += used_delta
+        self.totals.used += used_delta
         if reserved is not None:
             ns.reserved = reserved
         self._index(ns)
@@ -328,6 +423,7 @@ class Inventory:
         self.pools: dict[tuple[str, str], Pool] = {}
         self.nodes: dict[str, NodeState] = {}
         self.holdings: dict[str, dict[str, int]] = {}  # node name → workload key → GPUs
+        self.requests: dict[str, tuple[int, Resources]] = {}  # workload key → (GPUs, non-GPU) a replica
         self._known: dict[str, Node] = {}  # every node the shell told us of, attached or not
 
     def pool(self, center: str, gpu_class: str) -> Pool | None:
@@ -365,7 +461,12 @@ class Inventory:
         domains = tuple(node.topology.get(k) for k in spec.topology_keys)
         sort_key = (*(d or "" for d in reversed(domains)), node.name)
         held = self.holdings.setdefault(node.name, {})
-        ns = NodeState(node, sort_key, domains, used=sum(held.values()), workloads=held)
+        used_res: dict[str, int] = {}
+        for key, gpus in held.items():
+            per, req = self.requests.get(key, (0, ()))
+            for r, amount in req:
+                used_res[r] = used_res.get(r, 0) + amount * (gpus // per if per else 1)
+        ns = NodeState(node, sort_key, domains, used=sum(held.values()), workloads=held, used_res=used_res)
         key = (node.center, node.gpu_class)
         p = self.pools.get(key)
         if p is None:
@@ -391,6 +492,10 @@ class Inventory:
         self._known[node.name] = node
         return self._attach(node)
 
+    def known(self, name: str) -> bool:
+        """Whether the shell reported this node (managed by a centre or not)."""
+        return name in self._known
+
     def remove_node(self, name: str) -> None:
         self._known.pop(name, None)
         self._detach(name)
@@ -398,7 +503,7 @@ class Inventory:
     def pool_of(self, ns: NodeState) -> Pool:
         return self.pools[(ns.node.center, ns.node.gpu_class)]
 
-    def _change(self, node: str, key: str, delta: int) -> None:
+    def _change(self, node: str, key: str, delta: int, requests: Resources) -> None:
         held = self.holdings.setdefault(node, {})
         left = held.get(key, 0) + delta
         if left > 0:
@@ -409,14 +514,19 @@ class Inventory:
             del self.holdings[node]
         ns = self.nodes.get(node)
         if ns is not None:
+            sign = 1 if delta > 0 else -1
+            for r, amount in requests:
+                ns.used_res[r] = ns.used_res.get(r, 0) + sign * amount
             self.pool_of(ns).update(ns, used_delta=delta)
 
-    def hold(self, key: str, nodes: tuple[str, ...], gpus_per_replica: int) -> None:
-        """Charge a workload's GPUs to its nodes (also to nodes not seen yet)."""
+    def hold(self, key: str, nodes: tuple[str, ...], gpus_per_replica: int, requests: Resources = ()) -> None:
+        """Charge a workload's GPUs (and per-replica non-GPU requests) to its nodes, seen or not."""
+        self.requests[key] = (gpus_per_replica, requests)
         for name in nodes:
-            self._change(name, key, gpus_per_replica)
+            self._change(name, key, gpus_per_replica, requests)
 
     def release(self, key: str, nodes: tuple[str, ...], gpus_per_replica: int) -> None:
+        _, requests = self.requests.pop(key, (0, ()))
         for name in nodes:
             if key in self.holdings.get(name, {}):
-                self._change(name, key, -gpus_per_replica)
+                self._change(name, key, -gpus_per_replica, requests)

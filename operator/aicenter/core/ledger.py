@@ -178,6 +178,10 @@ class QuotaLedger:
             return gpus
         return max(0, u.used + gpus - max(u.guaranteed, u.used))
 
+    def guaranteed_in(self, center: str) -> int:
+        """The sum of the guarantees of a centre's quotas, every class."""
+        return sum(g for q in self.specs.values() if q.center == center for g in q.guaranteed.values())
+
     def lent(self, quota: str, cls: str) -> int:
         """This quota's share of what its cohort borrows, split over idle guarantees."""
         spec = self.specs.get(quota)

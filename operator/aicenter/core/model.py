@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from .constraints import NO_CONSTRAINTS, NO_FACTS, Constraints, NodeFacts
+
 
 class PlacementPolicy(StrEnum):
     BIN_PACK = "BinPack"
@@ -41,6 +43,9 @@ class CenterSpec:
     placement_policy: PlacementPolicy = PlacementPolicy.BIN_PACK
     maintenance: bool = False
     not_ready_grace_s: float = 60.0
+    # How long a node may hold more GPUs than it has healthy (allocatable dropped: a device plugin or
+    # kubelet restart shows 0 for a moment) before work on it is evicted.
+    unhealthy_grace_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -64,8 +69,14 @@ class QuotaSpec:
 class Node:
     """A GPU node as the shell sees it: its centre and class are already resolved.
 
-    ``foreign_used`` counts GPUs held by pods the operator did not place. ``topology`` maps the
-    centre's topology label keys to this node's values (absent keys are simply missing).
+    ``other_gpus`` counts GPUs requested by the node's bound, live pods that no placement of ours
+    claims (other schedulers' pods, our orphans, pods still terminating): they hold room until they
+    are gone. ``draining_gpus`` is the part of them that must never cause an eviction (pods being
+    deleted, pods the kubelet has not admitted yet). ``topology`` maps the centre's topology label
+    keys to this node's values (absent keys are simply missing). ``facts`` are the labels, taints and
+    non-GPU allocatable that pod constraints are judged against; ``other_requests`` what the other
+    pods request of those resources. A node whose ``center`` is empty is unmanaged: its work keeps
+    running, it takes no new work.
     """
 
     name: str
@@ -77,7 +88,10 @@ class Node:
     schedulable: bool = True
     not_ready_since: float | None = None
     topology: dict[str, str] = field(default_factory=dict)
-    foreign_used: int = 0
+    other_gpus: int = 0
+    draining_gpus: int = 0
+    facts: NodeFacts = NO_FACTS
+    other_requests: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,6 +115,7 @@ class Workload:
     placement: tuple[str, ...] | None = None
     placed_class: str | None = None
     started: float | None = None
+    constraints: Constraints = NO_CONSTRAINTS
 
     @property
     def gpus(self) -> int:

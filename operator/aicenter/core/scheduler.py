@@ -3,8 +3,9 @@
 The shell feeds the ``Scheduler`` with centres, quotas, nodes and workloads as the cluster changes,
 then calls ``cycle(now)``. A cycle:
 
-1. evicts workloads from nodes that are gone, NotReady past the centre's grace period, or have
-   fewer healthy GPUs than are in use (lowest priority first);
+1. evicts workloads from nodes that are gone, NotReady past the centre's grace period, or have held
+   more GPUs than are healthy for longer than the centre's unhealthy grace (lowest priority first;
+   pods that are draining away never count); a node that left its centre keeps its work;
 2. walks the pending queue in order — priority, then weighted dominant share of the quota (lowest
    first), then FIFO — and admits what fits the quota ledger and a placement;
 3. when a workload does not fit, tries preemption (reclaim of lent GPUs when its quota is under
@@ -73,6 +74,7 @@ class Scheduler:
         # at once that its quota has no lower-priority work, without scanning all it runs.
         self._priorities: dict[tuple[str, str], Counter[int]] = defaultdict(Counter)
         self._suspect: set[str] = set()  # nodes that may need evictions
+        self._over_since: dict[str, float] = {}  # node → when it first held more GPUs than healthy
         self._admitted_now: set[str] = set()  # admitted this cycle: not preemption victims yet
         # Placement misses this cycle: (pool, GPUs per replica, replicas, topology key, mode) →
         # (pool version, miss). A pool's version changes with any change to it, so a hit is exactly
@@ -128,7 +130,7 @@ class Scheduler:
 
     def _hold(self, w: Workload) -> None:
         assert w.placement is not None and w.placed_class is not None
-        self.inventory.hold(w.key, w.placement, w.gpus_per_replica)
+        self.inventory.hold(w.key, w.placement, w.gpus_per_replica, w.constraints.requests)
         self.ledger.charge(w.quota, w.placed_class, w.gpus)
         self.running[w.quota][w.key] = w
         if w.preemptible:
@@ -277,22 +279,21 @@ class Scheduler:
         reason = self.ledger.check(spec.name, cls, w.gpus)
         if reason is not None:
             return _Outcome(reason="QuotaExceeded", message=reason, cls=cls, pool=pool, quota_blocked=True)
-        shape = (pool, w.gpus_per_replica, w.replicas, w.topology_key, w.topology_mode)
+        shape = (pool, w.gpus_per_replica, w.replicas, w.topology_key, w.topology_mode, w.constraints)
         seen = self._misses.get(shape)
         if seen is not None and seen[0] == pool.version:
             miss = seen[1]
             return _Outcome(reason=miss.reason, message=miss.message, cls=cls, pool=pool, never=miss.never)
-        lvl = placement.feasible_level(pool, w)
-        if lvl is None:
+        nodes = placement.find(pool, w)
+        if nodes is None:
             miss = placement.explain(pool, w)
             self._misses[shape] = (pool.version, miss)
             return _Outcome(reason=miss.reason, message=miss.message, cls=cls, pool=pool, never=miss.never)
-        return _Outcome(admit=self._commit(w, spec, pool, lvl))
+        return _Outcome(admit=self._commit(w, spec, pool, nodes))
 
     def _commit(
-        self, w: Workload, spec: QuotaSpec, pool: Pool, lvl: int, after: tuple[str, ...] = ()
+        self, w: Workload, spec: QuotaSpec, pool: Pool, nodes: tuple[str, ...], after: tuple[str, ...] = ()
     ) -> Admit:
-        nodes = placement.select(pool, w, lvl)
         borrowed = self.ledger.borrowed_by(spec.name, pool.gpu_class, w.gpus)
         w.placement = nodes
         w.placed_class = pool.gpu_class
@@ -349,10 +350,8 @@ class Scheduler:
         freeable = sum(v.gpus for v, _ in cands)
         return pool.free_gpus() + freeable >= w.gpus
 
-    def _fits(self, w: Workload, spec: QuotaSpec, pool: Pool) -> int | None:
-        if self.ledger.check(spec.name, pool.gpu_class, w.gpus) is not None:
-            return None
-        return placement.feasible_level(pool, w)
+    def _fits(self, w: Workload, spec: QuotaSpec, pool: Pool) -> bool:
+        return self.ledger.check(spec.name, pool.gpu_class, w.gpus) is None and placement.fits(pool, w)
 
     def _preempt_for(
         self, w: Workload, cls: str, pool: Pool, res: CycleResult, stopped: set[str]
@@ -363,16 +362,16 @@ class Scheduler:
         if not candidates or not self._worth_trying(w, spec, pool, candidates):
             return None
         victims: list[tuple[Workload, bool]] = []
-        lvl = None
+        ok = False
         for v, is_reclaim in candidates:
             if is_reclaim and not self.ledger.is_borrowing(v.quota, cls):
                 continue  # that quota is back within its guarantee: leave it alone
             victims.append((v, is_reclaim))
             self._release(v)
-            lvl = self._fits(w, spec, pool)
-            if lvl is not None:
+            ok = self._fits(w, spec, pool)
+            if ok:
                 break
-        if lvl is None:
+        if not ok:
             for v, _ in victims:
                 self._hold(v)
             return None
@@ -380,11 +379,11 @@ class Scheduler:
         kept: list[tuple[Workload, bool]] = []
         for item in reversed(victims):
             self._hold(item[0])
-            if self._fits(w, spec, pool) is None:
+            if not self._fits(w, spec, pool):
                 self._release(item[0])
                 kept.append(item)
-        lvl = self._fits(w, spec, pool)
-        assert lvl is not None
+        nodes = placement.find(pool, w)
+        assert nodes is not None
         for v, is_reclaim in kept:
             v.placement = None
             v.placed_class = None
@@ -402,7 +401,7 @@ class Scheduler:
                     f"in quota {spec.name}"
                 )
                 res.preempted.append(Preempt(v.key, w.key, "PreemptedByPriority", msg))
-        return self._commit(w, spec, pool, lvl, after=tuple(sorted(v.key for v, _ in kept)))
+        return self._commit(w, spec, pool, nodes, after=tuple(sorted(v.key for v, _ in kept)))
 
     # -- health -----------------------------------------------------------------------------
 
@@ -412,11 +411,13 @@ class Scheduler:
             ns = self.inventory.nodes.get(name)
             if not held:
                 self._suspect.discard(name)
+                self._over_since.pop(name, None)
                 continue
             victims: list[tuple[str, str, str]] = []
             if ns is None:
-                if name in self.inventory._known:
-                    continue  # its centre is unknown for now; keep the work and wait
+                if self.inventory.known(name):
+                    self._suspect.discard(name)
+                    continue  # unmanaged (left its centre, or the centre is unknown): work keeps running
                 victims = [(k, "NodeGone", f"node {name} was removed") for k in sorted(held)]
             elif not ns.node.ready:
                 since = ns.node.not_ready_since
@@ -428,8 +429,12 @@ class Scheduler:
                     ]
                 else:
                     continue  # within grace: check again next cycle
-            elif ns.free < 0:
-                over = -ns.free
+            elif ns.over > 0:
+                since = self._over_since.setdefault(name, now)
+                grace = self.inventory.centers[ns.node.center].unhealthy_grace_s
+                if now - since < grace:
+                    continue  # a device plugin or kubelet restart shows 0 for a moment: look again
+                over = ns.over
                 order = sorted(
                     (self.workloads[k] for k in held if k in self.workloads),
                     key=lambda w: (w.priority, -(w.started or 0.0), w.key),
@@ -442,10 +447,11 @@ class Scheduler:
                             w.key,
                             "GPUUnhealthy",
                             f"node {name} has {ns.node.allocatable} healthy of {ns.node.capacity} GPUs, "
-                            f"fewer than in use",
+                            f"fewer than in use" + (f", for {now - since:.0f}s" if grace else ""),
                         )
                     )
                     over -= held[w.key]
+            self._over_since.pop(name, None)
             for key, reason, msg in victims:
                 w = self.workloads.get(key)
                 if w is None or w.placement is None or key in stopped:
