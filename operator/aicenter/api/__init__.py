@@ -8,6 +8,10 @@ no kopf.
 
 from __future__ import annotations
 
+from typing import Any
+
+Obj = dict[str, Any]  # a Kubernetes object (or part of one) as plain JSON
+
 GROUP = "aicenter.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -43,6 +47,7 @@ NAMESPACED = {KIND_AICENTER: False, KIND_GPUQUOTA: False, KIND_GPUJOB: True}
 LABEL_JOB = "aicenter.dev/job"  # pod label: name of the owning GPUJob
 LABEL_REPLICA = "aicenter.dev/replica"  # pod label: replica index, "0".."replicas-1"
 LABEL_JOB_UID = "aicenter.dev/job-uid"  # pod label: uid of the owning GPUJob
+LABEL_ATTEMPT = "aicenter.dev/attempt"  # pod label: the admission attempt the pod belongs to
 LABEL_MANAGED_BY = "aicenter.dev/managed-by"
 MANAGED_BY = "aicenter-operator"  # value of LABEL_MANAGED_BY
 LABEL_CENTER = "aicenter.dev/center"  # node label: the AICenter a node belongs to
@@ -60,6 +65,13 @@ DEFAULT_TOPOLOGY_KEYS = (
     "topology.kubernetes.io/zone",
 )
 DEFAULT_NODE_NOT_READY_GRACE_SECONDS = 60
+DEFAULT_UNHEALTHY_GPU_GRACE_SECONDS = 30  # a device plugin or kubelet restart shows 0 GPUs for a moment
+DEFAULT_REPLICAS = 1
+DEFAULT_PRIORITY = 0
+DEFAULT_PREEMPTIBLE = True
+DEFAULT_BACKOFF_LIMIT = 3
+DEFAULT_WEIGHT = 1
+MAX_NAME_FOR_PODS = 63  # a GPUJob's name is a label value on its pods
 
 PLACEMENT_BINPACK = "BinPack"
 PLACEMENT_SPREAD = "Spread"
@@ -92,4 +104,4 @@ MAX_JOB_GPUS = 100_000  # replicas x gpusPerReplica
 MIN_WEIGHT = 1
 MAX_WEIGHT = 1000
 
-__all__ = [name for name in dir() if name.isupper()]
+__all__ = [name for name in dir() if name.isupper()] + ["Obj"]

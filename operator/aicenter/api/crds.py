@@ -18,9 +18,15 @@ from typing import Any
 from aicenter.api import (
     API_VERSION,
     CATEGORY,
+    DEFAULT_BACKOFF_LIMIT,
     DEFAULT_GPU_RESOURCE,
     DEFAULT_NODE_NOT_READY_GRACE_SECONDS,
+    DEFAULT_PREEMPTIBLE,
+    DEFAULT_PRIORITY,
+    DEFAULT_REPLICAS,
     DEFAULT_TOPOLOGY_KEYS,
+    DEFAULT_UNHEALTHY_GPU_GRACE_SECONDS,
+    DEFAULT_WEIGHT,
     GANG_ALL_OR_NOTHING,
     GANG_POLICIES,
     GROUP,
@@ -31,6 +37,7 @@ from aicenter.api import (
     LABEL_GPU_PRODUCT,
     MANAGED_BY,
     MAX_JOB_GPUS,
+    MAX_NAME_FOR_PODS,
     MAX_PRIORITY,
     MAX_WEIGHT,
     MIN_PRIORITY,
@@ -287,7 +294,9 @@ def printer(
 AGE_COLUMN = printer("Age", ".metadata.creationTimestamp", "date", "Time since the object was created.")
 
 
-def root_schema(kind: str, description: str, spec: Schema, status: Schema) -> Schema:
+def root_schema(
+    kind: str, description: str, spec: Schema, status: Schema, validations: list[Schema] | None = None
+) -> Schema:
     return obj(
         description,
         {
@@ -302,6 +311,7 @@ def root_schema(kind: str, description: str, spec: Schema, status: Schema) -> Sc
             "status": status,
         },
         required=["spec"],
+        validations=validations,
     )
 
 
@@ -439,6 +449,13 @@ def aicenter_crd() -> Schema:
                 minimum=0,
                 default=DEFAULT_NODE_NOT_READY_GRACE_SECONDS,
             ),
+            "unhealthyGPUGraceSeconds": integer(
+                "How long a node may show fewer healthy (allocatable) GPUs than its pods hold before the"
+                " lowest-priority work on it is evicted. A device plugin or kubelet restart shows 0 GPUs for"
+                " a moment; nothing is evicted for that.",
+                minimum=0,
+                default=DEFAULT_UNHEALTHY_GPU_GRACE_SECONDS,
+            ),
         },
         required=["nodeSelector"],
     )
@@ -556,7 +573,7 @@ def gpuquota_crd() -> Schema:
                 "Fair-share weight when borrowers of a cohort compete for lent GPUs.",
                 minimum=MIN_WEIGHT,
                 maximum=MAX_WEIGHT,
-                default=1,
+                default=DEFAULT_WEIGHT,
             ),
             "preemption": obj(
                 "When this quota's pending jobs may preempt running ones.",
@@ -643,14 +660,51 @@ TOTAL_GPUS_RULE = f"self.replicas * self.gpusPerReplica <= {MAX_JOB_GPUS}"
 TOTAL_GPUS_MESSAGE = f"spec.replicas * spec.gpusPerReplica (total GPUs) must be at most {MAX_JOB_GPUS}"
 
 
+MAX_CONTAINERS = 64
+MAX_RESOURCES = 64
+
+
+def _no_gpus_rule(field: str) -> Schema:
+    gpu = DEFAULT_GPU_RESOURCE
+    inner = (
+        f"(!has(c.resources.limits) || !('{gpu}' in c.resources.limits))"
+        f" && (!has(c.resources.requests) || !('{gpu}' in c.resources.requests))"
+    )
+    return cel(
+        f"!has(self.{field}) || self.{field}.all(c, !has(c.resources) || ({inner}))",
+        f"spec.template.spec.{field}[].resources must not ask for {gpu}: every replica gets"
+        " spec.gpusPerReplica GPUs, added by the operator",
+        field_path=f".{field}",
+    )
+
+
 def pod_template(description: str) -> Schema:
+    quantity: Schema = {
+        "x-kubernetes-int-or-string": True,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+    }
+
+    def resource_map(what: str) -> Schema:
+        return {
+            "description": f"{what} per resource name (cpu, memory, …), as quantities.",
+            "type": "object",
+            "maxProperties": MAX_RESOURCES,
+            "additionalProperties": quantity,
+        }
+
     container = obj(
-        "A container (core/v1 Container); fields other than name and image are kept as given.",
+        "A container (core/v1 Container); fields other than name, image and resources are kept as given.",
         {
             "name": string(
                 "Container name, unique within the pod.", min_length=1, max_length=LABEL_VALUE_MAX
             ),
             "image": string("Container image."),
+            "resources": obj(
+                "Compute resources besides GPUs (the operator adds spec.gpusPerReplica GPUs to the first"
+                " container). The operator places replicas only on nodes with these free.",
+                {"limits": resource_map("Limits"), "requests": resource_map("Requests")},
+                preserve_unknown_fields=True,
+            ),
         },
         required=["name"],
         preserve_unknown_fields=True,
@@ -670,11 +724,22 @@ def pod_template(description: str) -> Schema:
                 " the scheduler, the GPU resource (spec.gpusPerReplica) and the placement.",
                 {
                     "containers": array(
-                        "Containers of the pod; at least one.", container, min_items=1, list_type="atomic"
+                        "Containers of the pod; at least one.",
+                        container,
+                        min_items=1,
+                        max_items=MAX_CONTAINERS,
+                        list_type="atomic",
+                    ),
+                    "initContainers": array(
+                        "Init containers of the pod (restartPolicy Always makes one a sidecar).",
+                        container,
+                        max_items=MAX_CONTAINERS,
+                        list_type="atomic",
                     ),
                 },
                 required=["containers"],
                 preserve_unknown_fields=True,
+                validations=[_no_gpus_rule("containers"), _no_gpus_rule("initContainers")],
             ),
         },
         required=["spec"],
@@ -695,7 +760,7 @@ def gpujob_crd() -> Schema:
                 "GPU class to run on, e.g. B200. Optional when the quota has a single class."
                 " Immutable once set."
             ),
-            "replicas": integer("Number of pods (replicas). Immutable.", minimum=1, default=1),
+            "replicas": integer("Number of pods (replicas). Immutable.", minimum=1, default=DEFAULT_REPLICAS),
             "gpusPerReplica": integer("GPUs for each replica, on one node. Immutable.", minimum=1),
             "gang": obj(
                 "How replicas are admitted together.",
@@ -730,13 +795,13 @@ def gpujob_crd() -> Schema:
                 "Higher runs first and may preempt lower (see the quota's spec.preemption).",
                 minimum=MIN_PRIORITY,
                 maximum=MAX_PRIORITY,
-                default=0,
+                default=DEFAULT_PRIORITY,
             ),
-            "preemptible": boolean("Whether other jobs may preempt this one.", default=True),
+            "preemptible": boolean("Whether other jobs may preempt this one.", default=DEFAULT_PREEMPTIBLE),
             "backoffLimit": integer(
                 "Restarts of the job (all replicas, for a gang) before it is marked Failed.",
                 minimum=0,
-                default=3,
+                default=DEFAULT_BACKOFF_LIMIT,
             ),
             "activeDeadlineSeconds": integer(
                 "Seconds the job may run once started before it is stopped and marked Failed.",
@@ -792,6 +857,10 @@ def gpujob_crd() -> Schema:
             "startedAt": timestamp("When all replicas (a gang) or the first replica started running."),
             "finishedAt": timestamp("When the job Succeeded or Failed."),
             "restarts": count("Times the job has been restarted."),
+            "attempt": count(
+                "The latest admission attempt; its replica pods are named <job>-<attempt>-<replica> and"
+                " labelled aicenter.dev/attempt, so a pod of an earlier attempt is never taken for one of it."
+            ),
             "preemptions": array("Preemptions of this job, oldest first.", preemption),
             "lastTransitionTime": timestamp("When the phase last changed."),
             "observedGeneration": integer(
@@ -806,6 +875,13 @@ def gpujob_crd() -> Schema:
         " inside a topology domain when asked. Namespaced.",
         spec,
         status,
+        validations=[
+            cel(
+                f"size(self.metadata.name) <= {MAX_NAME_FOR_PODS}",
+                f"metadata.name must be at most {MAX_NAME_FOR_PODS} characters: it is a label value on the"
+                " job's pods",
+            )
+        ],
     )
     columns = [
         printer("Phase", ".status.phase", "string", "Lifecycle phase."),
