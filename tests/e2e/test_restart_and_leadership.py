@@ -104,7 +104,7 @@ def test_two_replicas_only_the_leader_binds(cluster, crds, namespace, tmp_path):
                 60,
                 f"j{i} running",
             )
-        bound = {"a": a.metric("aicenter_pods_bound_total"), "b": b.metric("aicenter_pods_bound_total")}
+        bound = {"a": a.metric("aicenter_pods_created_total"), "b": b.metric("aicenter_pods_created_total")}
         assert sorted(bound.values()) == [0.0, 2.0], bound
         leader, standby = (a, b) if bound["a"] else (b, a)
         wait_for(
@@ -119,7 +119,7 @@ def test_two_replicas_only_the_leader_binds(cluster, crds, namespace, tmp_path):
             60,
             "the standby to take over and bind",
         )
-        assert standby.metric("aicenter_pods_bound_total") == 1
+        assert standby.metric("aicenter_pods_created_total") == 1
         assert len(job_pods(cluster, namespace, "after")) == 1
     finally:
         a.stop()

@@ -1,7 +1,7 @@
 """Run the operator as a process against a test-bed cluster: one launcher for tests, benchmarks, demo.
 
     op = OperatorProcess(kubeconfig, log_path, ["--no-leader-election"]).start()   # waits for /readyz
-    op.metric("aicenter_pods_bound_total"); op.kill(); op.stop()
+    op.metric("aicenter_pods_created_total"); op.kill(); op.stop()
 
 ``python -m aicenter_testbed.operator start --dir .testbed`` starts one detached (pid and log in
 the directory) and waits until it is ready; ``stop`` ends it. ``hack/demo.sh`` uses these.

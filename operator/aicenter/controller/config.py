@@ -33,6 +33,11 @@ class Settings:
     status_interval: float = 2.0  # centre and quota status refresh
     api_workers: int = 32  # concurrent API writes
     kubeconfig: str | None = None
+    delegate_scheduler: str = "default-scheduler"  # binds pods whose templates we cannot evaluate
+    room_timeout: float = 120.0  # how long a pod's create waits for its node to have room
+    bind_timeout: float = 60.0  # how long a delegated pod may stay unbound before it is placed again
+    sweep_interval: float = 30.0  # metadata-only lists of the CRs that catch missed deletions
+    metrics_auth: bool = False  # /metrics and /visibility need a token the API server authorises
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -82,6 +87,22 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--cycle-interval", type=float, default=float(e("AICENTER_CYCLE_INTERVAL", "1.0")))
     ap.add_argument("--api-workers", type=int, default=int(e("AICENTER_API_WORKERS", "32")))
     ap.add_argument("--kubeconfig", default=e("KUBECONFIG"))
+    ap.add_argument(
+        "--delegate-scheduler",
+        default=e("AICENTER_DELEGATE_SCHEDULER", "default-scheduler"),
+        help="scheduler that binds pods whose templates use what the operator does not evaluate "
+        "(PVCs, inter-pod affinity, spread constraints), pinned to the chosen node",
+    )
+    ap.add_argument("--room-timeout", type=float, default=float(e("AICENTER_ROOM_TIMEOUT", "120")))
+    ap.add_argument("--bind-timeout", type=float, default=float(e("AICENTER_BIND_TIMEOUT", "60")))
+    ap.add_argument("--sweep-interval", type=float, default=float(e("AICENTER_SWEEP_INTERVAL", "30")))
+    ap.add_argument(
+        "--metrics-auth",
+        action=argparse.BooleanOptionalAction,
+        default=_env_bool("AICENTER_METRICS_AUTH", False),
+        help="serve /metrics and /visibility only to bearer tokens the API server authenticates "
+        "(TokenReview) and authorises (SubjectAccessReview) [AICENTER_METRICS_AUTH]",
+    )
 
 
 def from_args(ns: argparse.Namespace) -> Settings:
@@ -101,4 +122,9 @@ def from_args(ns: argparse.Namespace) -> Settings:
         cycle_interval=ns.cycle_interval,
         api_workers=ns.api_workers,
         kubeconfig=ns.kubeconfig,
+        delegate_scheduler=ns.delegate_scheduler,
+        room_timeout=ns.room_timeout,
+        bind_timeout=ns.bind_timeout,
+        sweep_interval=ns.sweep_interval,
+        metrics_auth=ns.metrics_auth,
     )

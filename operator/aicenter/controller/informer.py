@@ -1,8 +1,10 @@
 """List-then-watch of one resource with server-side selectors, in a thread, into the event loop.
 
-Each (re)list is delivered as one ``RESYNC`` with every object, so deletions missed while the watch
-was down are not lost; then ``ADDED``/``MODIFIED``/``DELETED`` events follow. A 410 Gone (or any
-error) relists after a short back-off.
+Each (re)list is streamed page by page and every object is trimmed on this thread to what the cache
+keeps (a 41,250-node list is never held as whole JSON objects); it is delivered as one ``RESYNC``
+with every trimmed object, so deletions missed while the watch was down are not lost. Then
+``ADDED``/``MODIFIED``/``DELETED`` events follow, trimmed the same way. A 410 Gone (or any error)
+relists after a short back-off.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from .kube import ApiError, Kube
 
 log = logging.getLogger("aicenter.informer")
 
-Deliver = Callable[[str, str, Any], None]  # (resource, event type, object or list)
+Deliver = Callable[[str, Any], None]  # (event type, trimmed object or list of them)
 
 
 class Informer:
@@ -29,10 +31,12 @@ class Informer:
         query: list[tuple[str, Any]],
         deliver: Deliver,
         loop: asyncio.AbstractEventLoop,
+        trim: Callable[[dict], Any] = lambda o: o,
     ) -> None:
         self.kube, self.resource, self.path, self.query = kube, resource, path, query
-        self.deliver, self.loop = deliver, loop
+        self.deliver, self.loop, self.trim = deliver, loop, trim
         self.synced = threading.Event()
+        self.relists = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"informer-{resource}", daemon=True)
 
@@ -43,14 +47,20 @@ class Informer:
         self._stop.set()
 
     def _post(self, kind: str, obj: Any) -> None:
-        self.loop.call_soon_threadsafe(self.deliver, self.resource, kind, obj)
+        self.loop.call_soon_threadsafe(self.deliver, kind, obj)
 
     def _run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                items, rv = self.kube.list_all(self.path, self.query)
+                items: list[Any] = []
+                rv = ""
+                for page, page_rv in self.kube.list_pages(self.path, self.query):
+                    items.extend(self.trim(o) for o in page)
+                    rv = page_rv
+                self.relists += 1
                 self._post("RESYNC", items)
+                del items
                 self.synced.set()
                 backoff = 0.5
                 while not self._stop.is_set():
@@ -60,7 +70,7 @@ class Informer:
                             raise ApiError(obj.get("code", 0), obj.get("reason", ""), obj.get("message", ""))
                         rv = obj.get("metadata", {}).get("resourceVersion", rv)
                         if t != "BOOKMARK":
-                            self._post(t, obj)
+                            self._post(t, self.trim(obj))
                         if self._stop.is_set():
                             return
             except Exception as e:  # relist on anything: 410 Gone, connection loss, …

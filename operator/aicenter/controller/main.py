@@ -1,5 +1,5 @@
-"""Wiring: kopf handlers for the CRs, our own informers for nodes and pods, the loop, leadership,
-status refresh, and the /metrics, /healthz, /readyz endpoints."""
+"""Wiring: our informers for nodes, pods and namespaces, kopf event handlers for the CRs, periodic
+metadata-only sweeps of the CRs, the loop, leadership, status refresh and the HTTP endpoints."""
 
 from __future__ import annotations
 
@@ -13,17 +13,20 @@ import time
 from typing import Any
 
 import kopf
-from aiohttp import web
 
-from aicenter import api
+from aicenter import __version__, api
 
+from .cache import trim_pod
 from .config import Settings
-from .engine import GROUP_PATH, Engine
+from .http import Authorizer, make_app, serve
 from .informer import Informer
-from .kube import MERGE, ApiError, Kube, load_client
+from .kube import Kube, load_client
 from .leader import LeaderElector
+from .loop import Controller
 from .metrics import Metrics
-from .summary import center_status, quota_status
+from .objects import node_view
+from .status import gauge_lines
+from .visibility import snapshot
 
 log = logging.getLogger("aicenter.operator")
 
@@ -55,7 +58,7 @@ def setup_logging(s: Settings) -> None:
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
-def make_registry(engine: Engine, kube: Kube) -> kopf.OperatorRegistry:
+def make_registry(ctl: Controller, kube: Kube) -> kopf.OperatorRegistry:
     """kopf event handlers only: they feed the cache and never write finalizers or annotations."""
     reg = kopf.OperatorRegistry()
 
@@ -65,14 +68,14 @@ def make_registry(engine: Engine, kube: Kube) -> kopf.OperatorRegistry:
 
     @kopf.on.startup(registry=reg)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting.level = logging.WARNING
+        settings.posting.enabled = False  # the operator writes its own Events (events.k8s.io)
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 60
 
     for plural, handler in (
-        (api.PLURAL_AICENTERS, engine.on_center),
-        (api.PLURAL_GPUQUOTAS, engine.on_quota),
-        (api.PLURAL_GPUJOBS, engine.on_job),
+        (api.PLURAL_AICENTERS, ctl.cache.on_center),
+        (api.PLURAL_GPUQUOTAS, ctl.cache.on_quota),
+        (api.PLURAL_GPUJOBS, ctl.cache.on_job),
     ):
 
         def make(h: Any) -> Any:
@@ -102,166 +105,153 @@ def connection_info(kube: Kube) -> kopf.ConnectionInfo:
     )
 
 
-async def seed(engine: Engine, kube: Kube) -> None:
+def job_paths(s: Settings) -> list[str]:
+    return [f"{api.GROUP_PATH}/namespaces/{n}/{api.PLURAL_GPUJOBS}" for n in s.namespaces] or [
+        f"{api.GROUP_PATH}/{api.PLURAL_GPUJOBS}"
+    ]
+
+
+async def list_jobs(ctl: Controller, kube: Kube) -> tuple[list[dict], float]:
+    """Every GPUJob (a consistent list) and the local time the list started."""
+    loop = asyncio.get_running_loop()
+    t = ctl.clock()
+    items: list[dict] = []
+    for p in job_paths(ctl.settings):
+        got, _ = await loop.run_in_executor(kube.pool, kube.list_all, p, [])
+        items += got
+    return items, t
+
+
+async def seed(ctl: Controller, kube: Kube) -> None:
     """List every AICenter, GPUQuota and GPUJob before deciding anything (restart safety)."""
     loop = asyncio.get_running_loop()
     for plural, handler in (
-        (api.PLURAL_AICENTERS, engine.on_center),
-        (api.PLURAL_GPUQUOTAS, engine.on_quota),
+        (api.PLURAL_AICENTERS, ctl.cache.on_center),
+        (api.PLURAL_GPUQUOTAS, ctl.cache.on_quota),
     ):
-        items, _ = await loop.run_in_executor(kube.pool, kube.list_all, f"{GROUP_PATH}/{plural}", [])
+        items, _ = await loop.run_in_executor(kube.pool, kube.list_all, f"{api.GROUP_PATH}/{plural}", [])
         for o in items:
             handler("ADDED", o)
-    await rebuild_jobs(engine, kube)
+    jobs, t = await list_jobs(ctl, kube)
+    ctl.cache.rebuild(jobs, t)
 
 
-async def rebuild_jobs(engine: Engine, kube: Kube) -> None:
-    """Rebuild every job record from a fresh list: the statuses are the durable decisions."""
+async def sweep_deleted(ctl: Controller, kube: Kube) -> None:
+    """Metadata-only lists of the CRs now and then: a watch relisting after 410 Gone reports no
+    deletions, so objects seen before a list and missing from it are dropped here."""
     loop = asyncio.get_running_loop()
-    paths = [f"{GROUP_PATH}/namespaces/{n}/{api.PLURAL_GPUJOBS}" for n in engine.settings.namespaces] or [
-        f"{GROUP_PATH}/{api.PLURAL_GPUJOBS}"
-    ]
-    fresh: list[dict] = []
-    for p in paths:
-        items, _ = await loop.run_in_executor(kube.pool, kube.list_all, p, [])
-        fresh += items
-    for rec in list(engine.jobs.values()):
-        engine._drop(rec)
-    for o in fresh:
-        engine.on_job("ADDED", o)
-
-
-async def refresh_status(engine: Engine, kube: Kube) -> None:
-    """Centre and quota status every few seconds (batched; written only when changed)."""
-    written: dict[str, dict] = {}
     while True:
-        await asyncio.sleep(engine.settings.status_interval)
-        engine.metrics.observe_queue(engine)
-        if not engine.leader or not engine.ready():
-            continue
-        now = time.time()
-        per_q: dict[str, list[int]] = {}
-        for rec in engine.jobs.values():
-            if rec.quota and not rec.finished:
-                per_q.setdefault(rec.quota, [0, 0])[0 if rec.placements else 1] += 1
-        todo = [
-            (f"{GROUP_PATH}/{api.PLURAL_AICENTERS}/{n}/status", center_status(engine, n, now))
-            for n in sorted(engine.center_objs)
-            if n in engine.centers
-        ]
-        todo += [
-            (f"{GROUP_PATH}/{api.PLURAL_GPUQUOTAS}/{n}/status", quota_status(engine, n, now, per_q))
-            for n in sorted(engine.quotas)
-        ]
-        for path, st in todo:
-            cmp = (
-                {k: v for k, v in st.items() if k != "conditions"},
-                [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in st["conditions"]],
-            )
-            if written.get(path) == cmp:
-                continue
+        await asyncio.sleep(ctl.settings.sweep_interval)
+        try:
+            for kind, paths in (
+                (api.KIND_AICENTER, [f"{api.GROUP_PATH}/{api.PLURAL_AICENTERS}"]),
+                (api.KIND_GPUQUOTA, [f"{api.GROUP_PATH}/{api.PLURAL_GPUQUOTAS}"]),
+                (api.KIND_GPUJOB, job_paths(ctl.settings)),
+            ):
+                t = ctl.clock()
+                names: set[str] = set()
+                for p in paths:
+                    names |= await loop.run_in_executor(kube.pool, kube.list_names, p)
+                ctl.cache.sweep_deleted(kind, names, t)
+        except Exception as e:
+            log.info("sweep of deleted objects: %s", e)
+
+
+async def refresh(ctl: Controller) -> None:
+    """Gauges, and centre and quota status, every few seconds (written only when changed)."""
+    while True:
+        await asyncio.sleep(ctl.settings.status_interval)
+        ctl.metrics.set_gauges(gauge_lines(ctl.cache, ctl.leader, __version__))
+        if ctl.leader and ctl.ready():
             try:
-                await kube.run("PATCH", path, body={"status": st}, content_type=MERGE)
-                written[path] = cmp
-            except ApiError as e:
-                log.info("status %s: %s", path, e)
+                await ctl.status.refresh_sites(ctl.clock())
+            except Exception:
+                log.exception("refreshing centre and quota status")
 
 
-async def serve_http(engine: Engine, host: str, port: int) -> web.AppRunner | None:
-    if not port:
-        return None
+def informers(ctl: Controller, kube: Kube, loop: asyncio.AbstractEventLoop) -> list[Informer]:
+    s, cache = ctl.settings, ctl.cache
+    node_q = [("labelSelector", s.node_selector)] if s.node_selector else []
+    ours = [("labelSelector", f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}")]
+    others = [
+        ("fieldSelector", "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"),
+        ("labelSelector", f"{api.LABEL_MANAGED_BY}!={api.MANAGED_BY}"),
+    ]
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=engine.metrics.render(), content_type="text/plain")
+    def pods(source: str):
+        return lambda kind, obj: cache.on_pods(f"RESYNC:{source}" if kind == "RESYNC" else kind, obj)
 
-    async def healthz(_: web.Request) -> web.Response:
-        ok = time.time() - engine.last_cycle < max(30.0, 10 * engine.settings.cycle_interval)
-        return web.Response(status=200 if ok else 503, text="ok" if ok else "loop stalled")
+    def ns_trim(o: dict) -> dict:
+        md = o["metadata"]
+        return {"metadata": {"name": md["name"], "labels": md.get("labels") or {}}}
 
-    async def readyz(_: web.Request) -> web.Response:
-        ok = engine.ready()
-        return web.Response(status=200 if ok else 503, text="ok" if ok else "caches not synced")
-
-    app = web.Application()
-    app.add_routes([web.get("/metrics", metrics), web.get("/healthz", healthz), web.get("/readyz", readyz)])
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner
+    return [
+        Informer(kube, "nodes", "/api/v1/nodes", node_q, cache.on_nodes, loop, node_view),
+        Informer(kube, "pods", "/api/v1/pods", ours, pods("ours"), loop, lambda o: trim_pod(o, True)),
+        Informer(kube, "foreign", "/api/v1/pods", others, pods("others"), loop, lambda o: trim_pod(o, False)),
+        Informer(kube, "namespaces", "/api/v1/namespaces", [], cache.on_namespaces, loop, ns_trim),
+    ]
 
 
 async def amain(s: Settings) -> int:
     kube = Kube(load_client(s.kubeconfig, pool=s.api_workers * 2), workers=s.api_workers)
     metrics = Metrics()
-    engine = Engine(s, kube, metrics)
+    ctl = Controller(s, kube, metrics)
     loop = asyncio.get_running_loop()
-    runner = await serve_http(engine, s.metrics_host, s.metrics_port)
-    informers = [
-        Informer(
-            kube,
-            "nodes",
-            "/api/v1/nodes",
-            [("labelSelector", s.node_selector)] if s.node_selector else [],
-            engine.on_informer,
-            loop,
-        ),
-        Informer(
-            kube,
-            "pods",
-            "/api/v1/pods",
-            [("labelSelector", f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}")],
-            engine.on_informer,
-            loop,
-        ),
-        Informer(
-            kube,
-            "foreign",
-            "/api/v1/pods",
-            [
-                ("fieldSelector", "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"),
-                ("labelSelector", f"{api.LABEL_MANAGED_BY}!={api.MANAGED_BY}"),
-            ],
-            engine.on_informer,
-            loop,
-        ),
-        Informer(kube, "namespaces", "/api/v1/namespaces", [], engine.on_informer, loop),
-    ]
-    for inf in informers:
-        inf.start()
-    await seed(engine, kube)
     stop = asyncio.Event()
     exit_code = 0
 
-    async def lead() -> None:
-        nonlocal exit_code
-        while not engine.ready():
+    def healthy() -> bool:
+        return time.time() - ctl.last_cycle < max(30.0, 10 * s.cycle_interval)
+
+    app = make_app(
+        metrics.render,
+        healthy,
+        ctl.ready,
+        lambda what, q: snapshot(ctl, what, q),
+        Authorizer(kube) if s.metrics_auth else None,
+    )
+    runner = await serve(app, s.metrics_host, s.metrics_port)
+    infs = informers(ctl, kube, loop)
+    for inf in infs:
+        inf.start()
+    await seed(ctl, kube)
+
+    async def take_over() -> None:
+        while not ctl.ready():
             await asyncio.sleep(0.1)
+        jobs, t = await list_jobs(ctl, kube)
+        ctl.lead(jobs, t)
+        log.info("scheduling (%d jobs, %d nodes)", len(ctl.cache.jobs), len(ctl.cache.views))
 
-        async def start() -> None:
-            await rebuild_jobs(engine, kube)
-            engine.leader = True
-            engine.wake.set()
-
-        if not s.leader_election:
-            await start()
-            return
-        elector = LeaderElector(kube, s.lease_namespace, s.lease_name, s.identity, s.lease_seconds)
+    elector: LeaderElector | None = None
+    if s.leader_election:
+        lease_kube = Kube(load_client(s.kubeconfig, pool=2), workers=1)
 
         def lost() -> None:
             nonlocal exit_code
-            engine.leader = False
+            ctl.leader = False
             exit_code = 1
             stop.set()
 
-        try:
-            await elector.run(start, lost)
-        finally:
-            if exit_code == 0:
-                await elector.release()
+        elector = LeaderElector(
+            lease_kube,
+            s.lease_namespace,
+            s.lease_name,
+            s.identity,
+            s.lease_seconds,
+            loop,
+            lambda: ctl.spawn(take_over()),
+            lost,
+        )
+        kube.gate = elector.may_write
+        elector.start()
+    else:
+        ctl.spawn(take_over())
 
     kopf_task = loop.create_task(
         kopf.operator(
-            registry=make_registry(engine, kube),
+            registry=make_registry(ctl, kube),
             standalone=True,
             clusterwide=not s.namespaces,
             namespaces=s.namespaces or (),
@@ -271,9 +261,9 @@ async def amain(s: Settings) -> int:
     )
     tasks = [
         kopf_task,
-        loop.create_task(engine.run()),
-        loop.create_task(lead()),
-        loop.create_task(refresh_status(engine, kube)),
+        loop.create_task(ctl.run()),
+        loop.create_task(refresh(ctl)),
+        loop.create_task(sweep_deleted(ctl, kube)),
     ]
     # Stop on SIGTERM/SIGINT, and whenever kopf stops (it handles those signals itself when it can).
     kopf_task.add_done_callback(lambda _: stop.set())
@@ -286,10 +276,14 @@ async def amain(s: Settings) -> int:
     finally:
         for t in tasks:
             t.cancel()
-        for inf in informers:
+        for inf in infs:
             inf.stop()
         with contextlib.suppress(Exception):
             await asyncio.gather(*tasks, return_exceptions=True)
+        if elector is not None:
+            elector.stop()
+            if exit_code == 0:
+                await loop.run_in_executor(None, elector.release)
         if runner:
             await runner.cleanup()
         kube.close()

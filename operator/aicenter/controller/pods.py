@@ -1,15 +1,21 @@
-"""Replica pods and the headless Service of a GPUJob, built from the job's pod template."""
+"""Replica pods and the headless Service of a GPUJob, built from the job's pod template.
+
+A replica pod is created with its node already set (``spec.nodeName``: one write, no Binding): the
+operator has checked every constraint the kubelet and users rely on. A pod whose template asks for
+what the operator does not evaluate (volumes bound to a zone, inter-pod affinity, spread
+constraints) is *delegated*: it goes to kube-scheduler with a required node affinity to the chosen
+node, so the final bind is checked by a scheduler that evaluates those.
+"""
 
 from __future__ import annotations
 
 import copy
 import hashlib
-from typing import Any
 
 from aicenter import api
+from aicenter.api import Obj
 
-Obj = dict[str, Any]
-ANNOTATION_NODE = "aicenter.dev/node"  # the node the operator chose; bound through pods/binding
+ANNOTATION_NODE = "aicenter.dev/node"  # the node the operator chose
 MASTER_PORT = "29500"
 
 
@@ -42,10 +48,32 @@ def owner_ref(job: Obj) -> Obj:
     }
 
 
+def pin_to_node(pspec: Obj, node: str) -> None:
+    """Add a required node affinity to ``node`` (ANDed into every term) for a delegated pod."""
+    field = {"key": "metadata.name", "operator": "In", "values": [node]}
+    aff = pspec.setdefault("affinity", {}).setdefault("nodeAffinity", {})
+    req = aff.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {})
+    terms = req.get("nodeSelectorTerms") or [{}]
+    for t in terms:
+        t["matchFields"] = [*(t.get("matchFields") or []), field]
+    req["nodeSelectorTerms"] = terms
+
+
 def replica_pod(
-    job: Obj, replica: int, attempt: int, node: str, gpus: int, scheduler_name: str, gpu_resource: str
+    job: Obj,
+    replica: int,
+    attempt: int,
+    node: str,
+    gpus: int,
+    scheduler_name: str,
+    gpu_resource: str,
+    delegate_to: str | None = None,
 ) -> Obj:
-    """The pod for one replica: the template plus GPUs, identity labels, training env, our scheduler."""
+    """The pod for one replica: the template plus GPUs, identity labels, training env, its node.
+
+    ``delegate_to``: the scheduler (kube-scheduler) that binds it, pinned to ``node``; else the pod is
+    created bound to ``node``.
+    """
     md, spec = job["metadata"], job["spec"]
     name, ns = md["name"], md["namespace"]
     replicas = int(spec.get("replicas", 1))
@@ -58,12 +86,18 @@ def replica_pod(
         api.LABEL_JOB: name,
         api.LABEL_REPLICA: str(replica),
         api.LABEL_JOB_UID: md["uid"],
+        api.LABEL_ATTEMPT: str(attempt),
         api.LABEL_MANAGED_BY: api.MANAGED_BY,
     }
     annotations = {**(tmd.get("annotations") or {}), ANNOTATION_NODE: node}
-    pspec["schedulerName"] = scheduler_name
     pspec.setdefault("restartPolicy", "Never")
     pspec.pop("nodeName", None)
+    if delegate_to:
+        pspec["schedulerName"] = delegate_to
+        pin_to_node(pspec, node)
+    else:
+        pspec["schedulerName"] = scheduler_name
+        pspec["nodeName"] = node
     if replicas > 1:
         pspec["hostname"] = dns_name(name, f"-{replica}")
         pspec["subdomain"] = svc
