@@ -7,6 +7,11 @@ makes (certificates, kubeconfigs, the etcd data, the kwok stages) lives in the d
 temporary one unless given. :class:`ClusterClient` is what tests and tools hold: a kubeconfig with
 a ``kubernetes`` API client factory and a kubectl helper; it works against any cluster, including
 one reused through ``AICENTER_KUBECONFIG``.
+
+``LocalCluster(audit=True)`` also writes the kube-apiserver's audit log (JSON lines, one per request
+at ``ResponseStarted``/``ResponseComplete``) to ``<data dir>/audit/audit.log`` (``.audit_log``): level
+``Metadata`` for ServiceAccounts (group ``system:serviceaccounts``), nothing for anyone else. Off by
+default: it costs the apiserver a write per request.
 """
 
 from __future__ import annotations
@@ -50,6 +55,17 @@ ADMISSION_PLUGINS = (
 NODE_LEASE_SECONDS = 120
 NODE_MONITOR_GRACE = "150s"
 PORT_CLASH_MARKERS = ("address already in use", "bind: address", "failed to listen")
+#: The audit policy of ``LocalCluster(audit=True)``: who did what (user, verb, resource, namespace,
+#: name, response code) for every ServiceAccount, without request or response bodies.
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "userGroups": ["system:serviceaccounts"]},
+        {"level": "None"},
+    ],
+}
 
 
 class ClusterError(RuntimeError):
@@ -447,6 +463,7 @@ class LocalCluster:
         die_with_parent: bool = True,
         verbosity: int = 1,
         keep_data: bool | None = None,
+        audit: bool = False,
     ) -> None:
         self._tmp = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="aicenter-testbed-")).resolve()
@@ -461,6 +478,8 @@ class LocalCluster:
         self.pki = self.data_dir / "pki"
         self.logs = self.data_dir / "logs"
         self.kubeconfig = self.data_dir / "kubeconfig"
+        #: the apiserver's audit log (``AUDIT_POLICY``, JSON lines) with ``audit=True``, else None
+        self.audit_log: Path | None = self.data_dir / "audit" / "audit.log" if audit else None
         self._client: ClusterClient | None = None
         self._stopped = False
 
@@ -641,6 +660,19 @@ class LocalCluster:
         status, body = _http_get(f"http://127.0.0.1:{self.ports['etcd']}/health", timeout=2)
         return status == 200 and json.loads(body).get("health") == "true"
 
+    def _audit_args(self) -> list[str]:
+        if self.audit_log is None:
+            return []
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
+        policy = self.audit_log.parent / "policy.yaml"
+        policy.write_text(yaml.safe_dump(AUDIT_POLICY, sort_keys=False))
+        return [
+            f"--audit-policy-file={policy}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-mode=blocking",  # unbuffered: each entry is written as its request ends
+        ]
+
     def _apiserver(self) -> Process:
         self.ports["apiserver"] = free_port()
         pki = self.pki
@@ -668,6 +700,7 @@ class LocalCluster:
                 "--profiling=false",
                 "--max-requests-inflight=800",
                 "--max-mutating-requests-inflight=400",
+                *self._audit_args(),
                 f"--v={self.verbosity}",
             ],
             self.logs / "kube-apiserver.log",
