@@ -4,10 +4,15 @@
     python hack/render_install.py            # write the files that differ
     python hack/render_install.py --check    # exit 1 and print a diff when a file differs
 
-* ``charts/aicenter-operator/templates/rbac.yaml``: ClusterRole + ClusterRoleBinding from
-  ``aicenter.api.rbac.CLUSTER_RULES``;
+* ``charts/aicenter-operator/templates/rbac.yaml``: the operator's ClusterRole (``CLUSTER_RULES``, and
+  ``METRICS_AUTH_RULES`` with ``metrics.auth``) + ClusterRoleBinding, and the workload ClusterRole
+  (``WORKLOAD_RULES``) bound cluster-wide or, with ``watchNamespaces``, by a RoleBinding per namespace;
 * ``charts/aicenter-operator/templates/rbac-leader-election.yaml``: Role + RoleBinding for the
-  leader-election Lease from ``aicenter.api.rbac.LEASE_RULES``;
+  leader-election Lease from ``LEASE_RULES``;
+* ``charts/aicenter-operator/templates/rbac-metrics-reader.yaml``: the metrics-reader ClusterRole
+  (``METRICS_READER_RULES``) and its binding to ``metrics.readers``;
+* ``charts/aicenter-operator/templates/rbac-aggregated.yaml``: the view and edit ClusterRoles
+  (``VIEW_RULES``, ``EDIT_RULES``) aggregated into the built-in admin, edit and view roles;
 * ``charts/aicenter-operator/values.yaml``: the ``samples.centers`` block between its markers (the
   korea-national-fleet preset scaled to 0.001);
 * ``manifests/install/aicenter-operator.yaml``: a Namespace ``aicenter-system`` (Pod Security
@@ -47,62 +52,137 @@ TEMPLATE_HEADER = (
 )
 
 
-def _rules(rules: tuple[rbac.Rule, ...]) -> str:
-    """``rules:`` with each rule's reason as a comment (kept in the rendered output)."""
-    out = "rules:\n"
+def _rules(rules: tuple[rbac.Rule | rbac.NonResourceRule, ...], indent: str = "") -> str:
+    """The rules' list items with each rule's reason as a comment (kept in the rendered output)."""
+    out = ""
     for r in rules:
         body = dump([r.policy_rule()])
-        out += f"  # {r.why}\n" + "".join(f"  {line}\n" for line in body.splitlines())
+        out += f"{indent}  # {r.why}\n" + "".join(f"{indent}  {line}\n" for line in body.splitlines())
     return out
 
 
-def _metadata(name: str, namespace: str | None) -> str:
-    ns = f"  namespace: {namespace}\n" if namespace else ""
-    return (
-        f"metadata:\n  name: {name}\n{ns}"
-        '  labels:\n    {{- include "aicenter-operator.labels" . | nindent 4 }}\n'
-    )
-
-
+# The generated templates say ``$`` (the root context) everywhere: it is the same at the top level
+# and inside a ``range`` over the watched namespaces.
+_FULLNAME = '{{ include "aicenter-operator.fullname" $ }}'
+_LABELS = '  labels:\n    {{- include "aicenter-operator.labels" $ | nindent 4 }}\n'
 _SUBJECT = (
     "subjects:\n"
     "  - kind: ServiceAccount\n"
-    '    name: {{ include "aicenter-operator.serviceAccountName" . }}\n'
-    "    namespace: {{ .Release.Namespace }}\n"
+    '    name: {{ include "aicenter-operator.serviceAccountName" $ }}\n'
+    "    namespace: {{ $.Release.Namespace }}\n"
 )
-_FULLNAME = '{{ include "aicenter-operator.fullname" . }}'
+
+
+def _metadata(name: str, namespace: str | None = None, labels: str = _LABELS) -> str:
+    ns = f"  namespace: {namespace}\n" if namespace else ""
+    return f"metadata:\n  name: {name}\n{ns}{labels}"
+
+
+def _role(kind: str, name: str, rules: str, namespace: str | None = None, labels: str = _LABELS) -> str:
+    return (
+        f"apiVersion: rbac.authorization.k8s.io/v1\nkind: {kind}\n"
+        + _metadata(name, namespace, labels)
+        + "rules:\n"
+        + rules
+    )
+
+
+def _binding(kind: str, name: str, role_kind: str, role: str, namespace: str | None = None) -> str:
+    return (
+        f"apiVersion: rbac.authorization.k8s.io/v1\nkind: {kind}\n"
+        + _metadata(name, namespace)
+        + f"roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: {role_kind}\n  name: {role}\n"
+        + _SUBJECT
+    )
+
+
+def _aggregate_labels(roles: tuple[str, ...]) -> str:
+    return _LABELS + "".join(f'    rbac.authorization.k8s.io/aggregate-to-{r}: "true"\n' for r in roles)
 
 
 def rbac_templates() -> dict[Path, str]:
+    operator_rules = (
+        _rules(rbac.CLUSTER_RULES)
+        + "{{- if $.Values.metrics.auth }}\n"
+        + _rules(rbac.METRICS_AUTH_RULES)
+        + "{{- end }}\n"
+    )
+    workload = f"{_FULLNAME}-workload"
     cluster = (
         TEMPLATE_HEADER
         + "{{- if .Values.rbac.create }}\n"
-        + "# The operator's rights across the cluster; the Lease rights are in rbac-leader-election.yaml.\n"
-        + "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n"
-        + _metadata(_FULLNAME, None)
-        + _rules(rbac.CLUSTER_RULES)
-        + "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n"
-        + _metadata(_FULLNAME, None)
-        + f"roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {_FULLNAME}\n"
-        + _SUBJECT
+        + "# The operator's rights across the cluster (the Lease rights are in rbac-leader-election.yaml).\n"
+        + _role("ClusterRole", _FULLNAME, operator_rules)
+        + "---\n"
+        + _binding("ClusterRoleBinding", _FULLNAME, "ClusterRole", _FULLNAME)
+        + "---\n"
+        + "# What the operator does to GPUJobs and for them: bound cluster-wide, or with watchNamespaces in\n"
+        + "# those namespaces only (by a RoleBinding in each).\n"
+        + _role("ClusterRole", workload, _rules(rbac.WORKLOAD_RULES))
+        + "{{- range .Values.watchNamespaces }}\n"
+        + "---\n"
+        + _binding("RoleBinding", workload, "ClusterRole", workload, "{{ . }}")
+        + "{{- else }}\n"
+        + "---\n"
+        + _binding("ClusterRoleBinding", workload, "ClusterRole", workload)
+        + "{{- end }}\n"
         + "{{- end }}\n"
     )
-    lease_ns = '{{ include "aicenter-operator.leaseNamespace" . }}'
-    name = f"{_FULLNAME}-leader-election"
+    lease_ns = '{{ include "aicenter-operator.leaseNamespace" $ }}'
+    lease_name = f"{_FULLNAME}-leader-election"
     lease = (
         TEMPLATE_HEADER
         + "{{- if and .Values.rbac.create .Values.leaderElection.enabled }}\n"
         + "# Leader election: Lease rights in the Lease's namespace only.\n"
-        + "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\n"
-        + _metadata(name, lease_ns)
-        + _rules(rbac.LEASE_RULES)
-        + "---\napiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\n"
-        + _metadata(name, lease_ns)
-        + f"roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: Role\n  name: {name}\n"
-        + _SUBJECT
+        + _role("Role", lease_name, _rules(rbac.LEASE_RULES), lease_ns)
+        + "---\n"
+        + _binding("RoleBinding", lease_name, "Role", lease_name, lease_ns)
         + "{{- end }}\n"
     )
-    return {CHART / "templates/rbac.yaml": cluster, CHART / "templates/rbac-leader-election.yaml": lease}
+    reader = f"{_FULLNAME}-metrics-reader"
+    metrics = (
+        TEMPLATE_HEADER
+        + "{{- if and .Values.rbac.create .Values.metrics.auth }}\n"
+        + "# With --metrics-auth the operator serves /metrics and /visibility only to tokens allowed these\n"
+        + "# paths: bind Prometheus' ServiceAccount (metrics.readers) or an admin to this ClusterRole.\n"
+        + _role("ClusterRole", reader, _rules(rbac.METRICS_READER_RULES))
+        + "{{- with .Values.metrics.readers }}\n"
+        + "---\n"
+        + "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\n"
+        + _metadata(reader)
+        + f"roleRef:\n  apiGroup: rbac.authorization.k8s.io\n  kind: ClusterRole\n  name: {reader}\n"
+        + "subjects:\n  {{- toYaml . | nindent 2 }}\n"
+        + "{{- end }}\n"
+        + "{{- end }}\n"
+    )
+    aggregated = (
+        TEMPLATE_HEADER
+        + "{{- if and .Values.rbac.create .Values.rbac.aggregateToDefaultRoles }}\n"
+        + "# Aggregated into the built-in roles: view (and edit, admin) may read GPUJobs, AICenters and\n"
+        + "# GPUQuotas; edit and admin may also submit, change and delete GPUJobs. A GPUJob runs pods in\n"
+        + "# its namespace: granting edit there grants that (Pod Security Admission applies to them).\n"
+        + _role(
+            "ClusterRole",
+            f"{_FULLNAME}-view",
+            _rules(rbac.VIEW_RULES),
+            labels=_aggregate_labels(rbac.AGGREGATE_VIEW),
+        )
+        + "---\n"
+        + _role(
+            "ClusterRole",
+            f"{_FULLNAME}-edit",
+            _rules(rbac.EDIT_RULES),
+            labels=_aggregate_labels(rbac.AGGREGATE_EDIT),
+        )
+        + "{{- end }}\n"
+    )
+    t = CHART / "templates"
+    return {
+        t / "rbac.yaml": cluster,
+        t / "rbac-leader-election.yaml": lease,
+        t / "rbac-metrics-reader.yaml": metrics,
+        t / "rbac-aggregated.yaml": aggregated,
+    }
 
 
 def sample_centers() -> list[dict]:

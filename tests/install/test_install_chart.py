@@ -1,5 +1,7 @@
 """The Helm chart, the install manifest and the Dockerfile, without a cluster: lint, render, schema,
-RBAC generated from one table without wildcards, a restricted pod spec, generated files up to date."""
+RBAC generated from one table without wildcards (namespaced with watchNamespaces, aggregated roles, the
+metrics reader), a restricted pod spec, one scheduler through every rollout, metrics behind a token,
+generated files up to date."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import pytest
 import yaml
 from install_helpers import CHART, INSTALL_MANIFEST, ROOT, docs, helm, objects, render
 
+from aicenter import api
 from aicenter.api import rbac
 from aicenter_testbed.fleet import load_fleet, scale_fleet
 from aicenter_testbed.generate import crd_files
@@ -48,15 +51,19 @@ def test_chart_metadata():
 
 
 def test_default_render_has_every_object(default_render):
-    kinds = sorted(kind for kind, _ in default_render)
-    assert kinds == [
-        "ClusterRole",
-        "ClusterRoleBinding",
-        "Deployment",
-        "Role",
-        "RoleBinding",
-        "Service",
-        "ServiceAccount",
+    assert sorted(default_render) == [
+        ("ClusterRole", "aicenter-operator"),
+        ("ClusterRole", "aicenter-operator-edit"),
+        ("ClusterRole", "aicenter-operator-metrics-reader"),
+        ("ClusterRole", "aicenter-operator-view"),
+        ("ClusterRole", "aicenter-operator-workload"),
+        ("ClusterRoleBinding", "aicenter-operator"),
+        ("ClusterRoleBinding", "aicenter-operator-workload"),
+        ("Deployment", "aicenter-operator"),
+        ("Role", "aicenter-operator-leader-election"),
+        ("RoleBinding", "aicenter-operator-leader-election"),
+        ("Service", "aicenter-operator-metrics"),
+        ("ServiceAccount", "aicenter-operator"),
     ]
     for (kind, name), obj in default_render.items():
         assert name.startswith("aicenter-operator"), (kind, name)
@@ -117,6 +124,10 @@ def test_install_manifest_is_namespace_crds_and_default_render(default_render):
         ("image.pullPolicy=Sometimes", "at '/image/pullPolicy'"),
         ("watchNamespaces[0]=Not_A_Namespace", "at '/watchNamespaces/0'"),
         ("leaderElection.enable=false", "additional properties 'enable' not allowed"),
+        ("metrics.auth=yes", "at '/metrics/auth': got string, want boolean"),
+        ("metrics.readers[0].kind=Robot", "at '/metrics/readers/0/kind'"),
+        ("rbac.aggregate=false", "additional properties 'aggregate' not allowed"),
+        ("networkPolicy.enable=true", "additional properties 'enable' not allowed"),
     ],
 )
 def test_schema_rejects_bad_values_clearly(helm_home, setting, message):
@@ -149,23 +160,151 @@ def _all_rendered_rbac(helm_home) -> list[dict]:
 
 def test_cluster_role_is_the_rbac_table_without_wildcards(default_render, helm_home):
     role = default_render[("ClusterRole", "aicenter-operator")]
-    assert role["rules"] == rbac.cluster_role_rules()
+    assert role["rules"] == rbac.cluster_role_rules(metrics_auth=True)
+    workload = default_render[("ClusterRole", "aicenter-operator-workload")]
+    assert workload["rules"] == rbac.workload_role_rules()
     lease_role = default_render[("Role", "aicenter-operator-leader-election")]
     assert lease_role["metadata"]["namespace"] == "aicenter-system"
     assert lease_role["rules"] == rbac.lease_role_rules()
+    reader = default_render[("ClusterRole", "aicenter-operator-metrics-reader")]
+    assert reader["rules"] == [r.policy_rule() for r in rbac.METRICS_READER_RULES]
     for obj in _all_rendered_rbac(helm_home):
-        assert "*" not in json.dumps(obj), f"wildcard in {obj['kind']} {obj['metadata']['name']}"
-    for r in (*rbac.CLUSTER_RULES, *rbac.LEASE_RULES):
+        for rule in obj.get("rules", []):  # the one wildcard: a path prefix of the visibility API
+            urls = [u for u in rule.get("nonResourceURLs", []) if u != "/visibility/v1/*"]
+            assert "*" not in json.dumps({**rule, "nonResourceURLs": urls}), (obj["metadata"]["name"], rule)
+    tables = (
+        rbac.CLUSTER_RULES,
+        rbac.METRICS_AUTH_RULES,
+        rbac.WORKLOAD_RULES,
+        rbac.LEASE_RULES,
+        rbac.VIEW_RULES,
+        rbac.EDIT_RULES,
+    )
+    for r in (rule for table in tables for rule in table):
         assert "*" not in (r.api_group, *r.resources, *r.verbs)
         assert len(set(r.verbs)) == len(r.verbs) and r.why
+    granted = rbac.operator_permissions()
+    assert len(granted) == sum(len(r.resources) * len(r.verbs) for t in tables[:4] for r in t), "overlap"
+
+
+def test_operator_rights_are_least_privilege():
+    """What the operator no longer needs stays out: it creates pods with spec.nodeName (no Binding), never
+    reads single pods, nodes or CRs, writes Events through events.k8s.io only, and changes no CR but
+    GPUJobs (deleted after their TTL) and the status subresources (merge patches)."""
+    granted = rbac.operator_permissions()
+    for right in (
+        [
+            ("", "pods/binding", "create"),
+            ("", "pods", "get"),
+            ("", "pods", "update"),
+            ("", "pods", "patch"),
+            ("", "nodes", "get"),
+            ("", "namespaces", "get"),
+            ("", "services", "get"),
+            ("", "services", "list"),
+            ("", "services", "watch"),
+            ("", "services", "delete"),
+            ("", "events", "create"),
+            ("", "events", "patch"),
+            ("events.k8s.io", "events", "patch"),
+            ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
+            ("coordination.k8s.io", "leases", "list"),
+            ("coordination.k8s.io", "leases", "watch"),
+        ]
+        + [
+            (api.GROUP, res, verb)
+            for res in ("aicenters", "gpuquotas", "gpujobs")
+            for verb in ("get", "create", "update", "patch")
+        ]
+        + [
+            (api.GROUP, f"{res}/status", verb)
+            for res in ("aicenters", "gpuquotas", "gpujobs")
+            for verb in ("get", "update")
+        ]
+        + [(api.GROUP, "aicenters", "delete"), (api.GROUP, "gpuquotas", "delete")]
+    ):
+        assert right not in granted, right
+    assert rbac.permissions(rbac.LEASE_RULES) == {
+        ("coordination.k8s.io", "leases", v) for v in ("get", "create", "update", "patch")
+    }
+
+
+def _bindings(rendered: dict) -> dict[tuple[str, str], dict]:
+    return {k: o for k, o in rendered.items() if k[0] in ("ClusterRoleBinding", "RoleBinding")}
 
 
 def test_role_bindings_name_the_chart_service_account(default_render):
-    for kind in ("ClusterRoleBinding", "RoleBinding"):
-        (binding,) = [o for (k, _), o in default_render.items() if k == kind]
-        assert binding["subjects"] == [
+    sa = [{"kind": "ServiceAccount", "name": "aicenter-operator", "namespace": "aicenter-system"}]
+    bindings = _bindings(default_render)
+    assert sorted(bindings) == [
+        ("ClusterRoleBinding", "aicenter-operator"),
+        ("ClusterRoleBinding", "aicenter-operator-workload"),
+        ("RoleBinding", "aicenter-operator-leader-election"),
+    ]
+    for (kind, name), binding in bindings.items():
+        assert binding["subjects"] == sa, (kind, name)
+        role = binding["roleRef"]
+        assert (role["kind"], role["name"]) in default_render, (kind, name)
+        assert role["name"] == name
+
+
+def test_watch_namespaces_bind_the_workload_rights_in_those_namespaces_only(helm_home):
+    """With watchNamespaces the workload ClusterRole (pods, Services, Events, GPUJobs) is bound by a
+    RoleBinding in each watched namespace instead of a ClusterRoleBinding; the cluster-wide reads (every
+    pod for the ledger, nodes, namespaces, AICenters, GPUQuotas) keep their ClusterRoleBinding."""
+    text = render(helm_home, {"watchNamespaces": "{team-a,team-b}"}).stdout
+    out = objects(text)
+    bindings = _bindings(out)
+    assert ("ClusterRoleBinding", "aicenter-operator-workload") not in bindings
+    assert ("ClusterRoleBinding", "aicenter-operator") in bindings
+    per_ns = [d for d in docs(text) if d["kind"] == "RoleBinding" and "workload" in d["metadata"]["name"]]
+    assert sorted(o["metadata"]["namespace"] for o in per_ns) == ["team-a", "team-b"]
+    for o in per_ns:
+        assert o["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "aicenter-operator-workload",
+        }
+        assert o["subjects"] == [
             {"kind": "ServiceAccount", "name": "aicenter-operator", "namespace": "aicenter-system"}
         ]
+    assert out[("ClusterRole", "aicenter-operator")]["rules"] == rbac.cluster_role_rules()
+    # the ledger reads every pod, in all namespaces; only writing pods is namespaced
+    assert {("", "pods", "list"), ("", "pods", "watch")} <= rbac.permissions(rbac.CLUSTER_RULES)
+    workload = {(g, r) for g, r, _ in rbac.permissions(rbac.WORKLOAD_RULES)}
+    assert workload & {(g, r) for g, r, _ in rbac.permissions(rbac.CLUSTER_RULES)} == {("", "pods")}
+    assert (api.GROUP, "gpujobs") in workload and ("", "services") in workload
+
+
+def test_aggregated_roles_extend_view_edit_and_admin(default_render, helm_home):
+    view = default_render[("ClusterRole", "aicenter-operator-view")]
+    edit = default_render[("ClusterRole", "aicenter-operator-edit")]
+
+    def aggregates(role):
+        prefix = "rbac.authorization.k8s.io/aggregate-to-"
+        return {
+            k.removeprefix(prefix)
+            for k, v in role["metadata"]["labels"].items()
+            if k.startswith(prefix) and v == "true"
+        }
+
+    assert aggregates(view) == {"view", "edit", "admin"}
+    assert aggregates(edit) == {"edit", "admin"}
+    assert view["rules"] == [r.policy_rule() for r in rbac.VIEW_RULES]
+    assert edit["rules"] == [r.policy_rule() for r in rbac.EDIT_RULES]
+    assert rbac.permissions(rbac.VIEW_RULES) == {
+        (api.GROUP, res, v)
+        for p in ("aicenters", "gpuquotas", "gpujobs")
+        for res in (p, f"{p}/status")
+        for v in ("get", "list", "watch")
+    }
+    assert rbac.permissions(rbac.EDIT_RULES) == {
+        (api.GROUP, "gpujobs", v) for v in ("create", "update", "patch", "delete", "deletecollection")
+    }
+    off = objects(render(helm_home, {"rbac.aggregateToDefaultRoles": "false"}).stdout)
+    assert not {("ClusterRole", "aicenter-operator-view"), ("ClusterRole", "aicenter-operator-edit")} & set(
+        off
+    )
 
 
 def test_lease_role_follows_the_lease_namespace_and_leader_election(helm_home):
@@ -178,6 +317,28 @@ def test_lease_role_follows_the_lease_namespace_and_leader_election(helm_home):
     assert "--no-leader-election" in _container(off)["args"]
     none = objects(render(helm_home, {"rbac.create": "false"}).stdout)
     assert not any("Role" in kind for kind, _ in none)
+
+
+@pytest.mark.parametrize("strategy", [None, "RollingUpdate"])
+def test_rollout_never_runs_two_schedulers(helm_home, strategy):
+    """Without leader election a rollout must not overlap the old pod and the new one (two schedulers
+    placing GPUs at once): the Deployment is Recreate whatever updateStrategy says, and more than one
+    replica is refused. With leader election a rolling update is safe (the new pod stands by)."""
+    values = {"leaderElection.enabled": "false"}
+    if strategy:
+        values |= {"updateStrategy.type": strategy, "updateStrategy.rollingUpdate.maxSurge": "1"}
+    off = _deployment(objects(render(helm_home, values).stdout))
+    assert off["spec"]["strategy"] == {"type": "Recreate"}
+    assert off["spec"]["replicas"] == 1
+    proc = render(helm_home, {**values, "replicas": "2"}, check=False)
+    assert proc.returncode != 0
+    assert "replicas > 1 needs leaderElection.enabled=true" in proc.stderr
+    on = _deployment(objects(render(helm_home, {"replicas": "2"}).stdout))
+    assert on["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+    assert "--leader-election" in on["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,7 +367,7 @@ def test_deployment_pod_is_restricted_and_probed(default_render):
     assert {"name": "tmp", "mountPath": "/tmp"} in c["volumeMounts"]
     assert {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}} in pod["volumes"]
     assert pod["serviceAccountName"] == "aicenter-operator"
-    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert dep["spec"]["strategy"]["type"] == "RollingUpdate"  # with leader election (the default)
 
 
 def test_default_args(default_render):
@@ -216,6 +377,7 @@ def test_default_args(default_render):
         "--log-level=info",
         "--log-format=json",
         "--node-selector=nvidia.com/gpu.present=true",
+        "--metrics-auth",
         "--leader-election",
         "--lease-namespace=aicenter-system",
         "--lease-name=aicenter-operator",
@@ -276,6 +438,66 @@ def test_pdb_only_with_more_than_one_replica_and_service_monitor_only_when_enabl
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
     service = out[("Service", "aicenter-operator-metrics")]
     assert sm["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+
+
+def test_metrics_need_an_authorised_token_by_default(default_render, helm_home):
+    """``metrics.auth`` (on by default) passes --metrics-auth, grants the operator TokenReviews and
+    SubjectAccessReviews, ships the metrics-reader ClusterRole (bound to ``metrics.readers``) and has the
+    ServiceMonitor send Prometheus' token; off, none of that."""
+    assert "--metrics-auth" in _container(default_render)["args"]
+    assert not any(kind == "ClusterRoleBinding" and "metrics" in name for kind, name in default_render)
+    readers = objects(
+        render(
+            helm_home,
+            {
+                "metrics.serviceMonitor.enabled": "true",
+                "metrics.readers[0].kind": "ServiceAccount",
+                "metrics.readers[0].name": "prometheus-k8s",
+                "metrics.readers[0].namespace": "monitoring",
+            },
+        ).stdout
+    )
+    binding = readers[("ClusterRoleBinding", "aicenter-operator-metrics-reader")]
+    assert binding["roleRef"]["name"] == "aicenter-operator-metrics-reader"
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}
+    ]
+    endpoint = readers[("ServiceMonitor", "aicenter-operator")]["spec"]["endpoints"][0]
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+    off = objects(
+        render(helm_home, {"metrics.auth": "false", "metrics.serviceMonitor.enabled": "true"}).stdout
+    )
+    assert "--no-metrics-auth" in _container(off)["args"]
+    assert off[("ClusterRole", "aicenter-operator")]["rules"] == rbac.cluster_role_rules(metrics_auth=False)
+    assert not any("metrics-reader" in name for _, name in off)
+    assert "bearerTokenFile" not in off[("ServiceMonitor", "aicenter-operator")]["spec"]["endpoints"][0]
+
+
+MONITORING = r"kubernetes\.io/metadata\.name"  # a --set key with dots in it
+
+
+def test_network_policy_only_when_enabled_and_only_the_metrics_port(default_render, helm_home):
+    assert not any(kind == "NetworkPolicy" for kind, _ in default_render)
+    peer = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    out = objects(
+        render(
+            helm_home,
+            {
+                "networkPolicy.enabled": "true",
+                "metrics.port": "9090",
+                "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels." + MONITORING: "monitoring",
+            },
+        ).stdout
+    )
+    np = out[("NetworkPolicy", "aicenter-operator")]["spec"]
+    assert np["podSelector"]["matchLabels"] == _deployment(out)["spec"]["selector"]["matchLabels"]
+    assert np["policyTypes"] == ["Ingress"]
+    assert np["ingress"] == [{"ports": [{"port": 9090, "protocol": "TCP"}], "from": [peer]}]
+    anyone = objects(render(helm_home, {"networkPolicy.enabled": "true"}).stdout)
+    assert anyone[("NetworkPolicy", "aicenter-operator")]["spec"]["ingress"] == [
+        {"ports": [{"port": 8080, "protocol": "TCP"}]}
+    ]
 
 
 def test_existing_service_account_must_be_named(helm_home):

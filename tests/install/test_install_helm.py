@@ -1,7 +1,8 @@
 """The chart on the real control plane: ``helm install`` into a namespace enforcing the "restricted"
 Pod Security Standard, the CRDs Established, the samples applied, the ServiceAccount allowed exactly
-what ``aicenter.api.rbac`` grants (impersonation, SubjectAccessReviews and a TokenRequest token), then
-``helm upgrade`` and ``helm uninstall``.
+what ``aicenter.api.rbac`` grants (impersonation, SubjectAccessReviews and a TokenRequest token), with
+``watchNamespaces`` only there, the aggregated view/edit/admin rights, then ``helm upgrade`` and
+``helm uninstall``.
 
 The operator's pod cannot run here (no kubelet pulls its image; kwok's nodes are tainted), so it stays
 Pending: its existence proves the ReplicaSet's pod passed Pod Security admission.
@@ -11,11 +12,13 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 
 import pytest
 from install_helpers import (
     CHART,
     ROOT,
+    Release,
     access_review,
     docs,
     render,
@@ -48,17 +51,24 @@ def _established(cluster, name) -> bool:
     return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
 
 
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
+
+
 def _object_paths(release) -> dict[str, str]:
     ns, name = release.namespace, release.fullname
     return {
         "ServiceAccount": f"/api/v1/namespaces/{ns}/serviceaccounts/{name}",
         "Service": f"/api/v1/namespaces/{ns}/services/{name}-metrics",
         "Deployment": f"/apis/apps/v1/namespaces/{ns}/deployments/{name}",
-        "ClusterRole": f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}",
-        "ClusterRoleBinding": f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}",
-        "Role": f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/roles/{name}-leader-election",
-        "RoleBinding": f"/apis/rbac.authorization.k8s.io/v1/namespaces/{ns}/rolebindings/{name}"
-        + "-leader-election",
+        "ClusterRole": f"{RBAC}/clusterroles/{name}",
+        "ClusterRoleBinding": f"{RBAC}/clusterrolebindings/{name}",
+        "ClusterRole workload": f"{RBAC}/clusterroles/{name}-workload",
+        "ClusterRoleBinding workload": f"{RBAC}/clusterrolebindings/{name}-workload",
+        "ClusterRole metrics-reader": f"{RBAC}/clusterroles/{name}-metrics-reader",
+        "ClusterRole view": f"{RBAC}/clusterroles/{name}-view",
+        "ClusterRole edit": f"{RBAC}/clusterroles/{name}-edit",
+        "Role": f"{RBAC}/namespaces/{ns}/roles/{name}-leader-election",
+        "RoleBinding": f"{RBAC}/namespaces/{ns}/rolebindings/{name}-leader-election",
     }
 
 
@@ -80,17 +90,18 @@ def test_helm_install_creates_every_object_and_prints_next_steps(cluster, chart_
     assert status["info"]["status"] == "deployed"
     role = _get(cluster, _object_paths(chart_release)["ClusterRole"])
     assert role["rules"] == rbac.cluster_role_rules()
+    workload = _get(cluster, _object_paths(chart_release)["ClusterRole workload"])
+    assert workload["rules"] == rbac.workload_role_rules()
     dep = _get(cluster, _object_paths(chart_release)["Deployment"])
-    assert (
-        f"--lease-namespace={chart_release.namespace}"
-        in dep["spec"]["template"]["spec"]["containers"][0]["args"]
-    )
+    args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert f"--lease-namespace={chart_release.namespace}" in args and "--metrics-auth" in args
     for text in (
         f"kubectl -n {chart_release.namespace} rollout status deployment/{chart_release.fullname}",
         "kubectl get aicenters,gpuquotas",
         "kubectl get gpujobs --all-namespaces",
         "kubectl apply --server-side -f manifests/samples/korea-national-fleet.yaml",
         f"http://{chart_release.fullname}-metrics.{chart_release.namespace}.svc:8080/metrics",
+        f"need a bearer token allowed by the ClusterRole {chart_release.fullname}-metrics-reader",
     ):
         assert text in chart_release.notes
 
@@ -146,25 +157,37 @@ def test_service_account_has_exactly_the_table_rights_by_impersonation(cluster, 
     exactly the table's rules (plus the Lease rules in the Lease's namespace only), single checks agree,
     and requests outside the role are refused."""
     user, ns = chart_release.user, chart_release.namespace
-    assert _can_i_list(cluster, user, ns) == rbac.permissions() | rbac.permissions(rbac.LEASE_RULES)
-    assert _can_i_list(cluster, user, "default") == rbac.permissions()
+    everywhere = rbac.operator_permissions() - rbac.permissions(rbac.LEASE_RULES)
+    assert _can_i_list(cluster, user, ns) == rbac.operator_permissions()
+    assert _can_i_list(cluster, user, "default") == everywhere
 
     def can_i(*args):
         proc = cluster.kubectl("auth", "can-i", *args, "--as", user, check=False)
         return proc.stdout.strip()
 
-    assert can_i("create", "pods", "--subresource=binding", "-A") == "yes"
+    assert can_i("create", "pods", "-A") == "yes"
     assert can_i("delete", "gpujobs.aicenter.dev", "-A") == "yes"
     assert can_i("patch", "gpuquotas.aicenter.dev", "--subresource=status") == "yes"
     assert can_i("update", "leases.coordination.k8s.io", "-n", ns) == "yes"
+    assert can_i("create", "tokenreviews.authentication.k8s.io") == "yes"
     for denied in (
         ("list", "secrets", "-A"),
         ("delete", "nodes"),
+        ("get", "nodes"),
+        ("get", "pods", "-A"),
         ("create", "deployments.apps", "-n", ns),
         ("update", "pods", "-A"),
+        ("create", "pods", "--subresource=binding", "-A"),
         ("create", "pods", "--subresource=exec", "-A"),
+        ("list", "services", "-A"),
+        ("create", "events", "-A"),
+        ("patch", "events.events.k8s.io", "-A"),
         ("create", "aicenters.aicenter.dev"),
+        ("delete", "gpuquotas.aicenter.dev"),
+        ("update", "gpujobs.aicenter.dev", "-A"),
+        ("update", "gpujobs.aicenter.dev", "--subresource=status", "-A"),
         ("update", "leases.coordination.k8s.io", "-n", "default"),
+        ("get", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
     ):
         assert can_i(*denied) == "no", denied
@@ -178,8 +201,8 @@ def test_service_account_access_matrix(cluster, chart_release):
     """Every verb on every resource the table names is allowed exactly when the table grants it
     (SubjectAccessReviews with the ServiceAccount's groups), and neighbouring rights are refused."""
     user, ns, groups = chart_release.user, chart_release.namespace, sa_groups(chart_release.namespace)
-    granted = rbac.permissions()
     lease_granted = rbac.permissions(rbac.LEASE_RULES)
+    granted = rbac.operator_permissions() - lease_granted
     wrong = []
 
     def check(group, resource, verb, namespace, want):
@@ -202,7 +225,10 @@ def test_service_account_access_matrix(cluster, chart_release):
     for group, resource in [
         ("", "secrets"),
         ("", "configmaps"),
+        ("", "events"),
+        ("", "endpoints"),
         ("", "serviceaccounts/token"),
+        ("", "pods/binding"),
         ("", "pods/exec"),
         ("", "pods/eviction"),
         ("", "pods/status"),
@@ -212,12 +238,133 @@ def test_service_account_access_matrix(cluster, chart_release):
         ("batch", "jobs"),
         ("rbac.authorization.k8s.io", "clusterroles"),
         ("rbac.authorization.k8s.io", "rolebindings"),
+        ("authorization.k8s.io", "localsubjectaccessreviews"),
     ]:
         for verb in VERBS:
             check(group, resource, verb, "", False)
-    for verb in ("create", "update", "patch", "delete"):
+    for verb in ("get", "create", "update", "patch", "delete"):
         check("apiextensions.k8s.io", "customresourcedefinitions", verb, "", False)
     assert not wrong, "\n".join(wrong)
+
+
+def test_watch_namespaces_grant_the_workload_rights_there_only(cluster, helm_home):
+    """A release with ``watchNamespaces``: its ServiceAccount may write pods, Services, Events and GPUJobs
+    in the watched namespaces only (RoleBindings), and still lists every pod, node and namespace (the
+    ledger) and the AICenters and GPUQuotas; without leader election it has no Lease rights at all."""
+    suffix = uuid.uuid4().hex[:6]
+    ns = cluster.create_namespace(f"aic-ns-{suffix}")
+    watched = [cluster.create_namespace(f"t-w{i}-{suffix}") for i in range(2)]
+    other = cluster.create_namespace(f"t-other-{suffix}")
+    rel = Release(
+        name=f"aicns-{suffix}",
+        namespace=ns,
+        home=helm_home,
+        kubeconfig=cluster.kubeconfig,
+        values={"watchNamespaces": "{" + ",".join(watched) + "}", "leaderElection.enabled": "false"},
+    )
+    rel.install()
+    try:
+        user, groups = rel.user, sa_groups(ns)
+        workload = rbac.permissions(rbac.WORKLOAD_RULES)
+        cluster_wide = rbac.operator_permissions() - workload - rbac.permissions(rbac.LEASE_RULES)
+        wrong = []
+
+        def check(group, resource, verb, namespace, want):
+            base, _, sub = resource.partition("/")
+            got = access_review(
+                cluster, user, verb, base, group=group, subresource=sub, namespace=namespace, groups=groups
+            )
+            if got != want:
+                wrong.append(f"{verb} {resource}.{group or 'core'} in {namespace or '*'}: {got}, want {want}")
+
+        for group, resource, verb in sorted(workload):
+            for w in watched:
+                check(group, resource, verb, w, True)
+            check(group, resource, verb, other, False)
+            check(group, resource, verb, "", (group, resource, verb) in cluster_wide)  # pods list/watch
+        for group, resource, verb in sorted(cluster_wide):
+            check(group, resource, verb, "", True)
+        for group, resource, verb in sorted(rbac.permissions(rbac.LEASE_RULES)):
+            check(group, resource, verb, ns, False)
+        assert not wrong, "\n".join(wrong)
+        assert _can_i_list(cluster, user, watched[0]) == rbac.operator_permissions() - rbac.permissions(
+            rbac.LEASE_RULES
+        )
+        assert _can_i_list(cluster, user, other) == cluster_wide
+    finally:
+        rel.uninstall(check=False)
+        for n in (ns, *watched, other):
+            cluster.delete_namespace(n)
+
+
+def _bind(cluster, kind: str, name: str, role: str, user: str, namespace: str = "") -> str:
+    path = f"{RBAC}/namespaces/{namespace}/rolebindings" if namespace else f"{RBAC}/clusterrolebindings"
+    body = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": kind,
+        "metadata": {"name": name, **({"namespace": namespace} if namespace else {})},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+    status, doc = cluster.request("POST", path, body)
+    assert status == 201, doc
+    return f"{path}/{name}"
+
+
+def test_aggregated_roles_let_view_edit_and_admin_use_gpujobs(cluster, chart_release):
+    """The chart's aggregated ClusterRoles reach the built-in roles (the clusterrole-aggregation
+    controller copies their rules): a namespace's ``edit`` and ``admin`` may create and delete GPUJobs
+    there and only there, ``view`` may read them but not create them; ``view`` bound cluster-wide reads
+    AICenters and GPUQuotas. Nobody but the operator may write their status."""
+    suffix = uuid.uuid4().hex[:6]
+    ns, other = (cluster.create_namespace(f"t-agg{i}-{suffix}") for i in range(2))
+    users = {role: f"{role}-{suffix}@example.com" for role in ("view", "edit", "admin")}
+    made = [_bind(cluster, "RoleBinding", f"t-{r}", r, u, ns) for r, u in users.items()]
+    made.append(
+        _bind(cluster, "ClusterRoleBinding", f"t-view-{suffix}", "view", f"reader-{suffix}@example.com")
+    )
+    try:
+
+        def can(user, verb, resource, namespace="", subresource=""):
+            groups = ("system:authenticated",)
+            return access_review(
+                cluster,
+                user,
+                verb,
+                resource,
+                group="aicenter.dev",
+                subresource=subresource,
+                namespace=namespace,
+                groups=groups,
+            )
+
+        wait_for(
+            lambda: can(users["edit"], "create", "gpujobs", ns) and can(users["view"], "list", "gpujobs", ns),
+            timeout=60,
+            what="the aggregated rules in the built-in edit and view roles",
+        )
+        for role in ("edit", "admin"):
+            for verb in ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection"):
+                assert can(users[role], verb, "gpujobs", ns), (role, verb)
+            assert can(users[role], "get", "gpujobs", ns, "status")
+            assert not can(users[role], "patch", "gpujobs", ns, "status"), role
+            assert not can(users[role], "create", "gpujobs", other), role
+        for verb in ("get", "list", "watch"):
+            assert can(users["view"], verb, "gpujobs", ns)
+            assert can(users["view"], verb, "gpujobs", ns, "status")
+        for verb in ("create", "update", "patch", "delete"):
+            assert not can(users["view"], verb, "gpujobs", ns), verb
+        assert not can(users["view"], "list", "gpujobs", other)
+        reader = f"reader-{suffix}@example.com"
+        for plural in ("aicenters", "gpuquotas", "gpujobs"):
+            assert can(reader, "list", plural) and can(reader, "get", plural, subresource="status")
+            assert not can(reader, "patch", plural, subresource="status")
+        assert not can(users["admin"], "create", "aicenters") and not can(users["admin"], "list", "aicenters")
+    finally:
+        for path in made:
+            cluster.request("DELETE", path)
+        for n in (ns, other):
+            cluster.delete_namespace(n)
 
 
 def test_service_account_kubeconfig_authenticates_as_the_service_account(
@@ -322,6 +469,7 @@ def test_helm_upgrade_then_uninstall(cluster, chart_release):
     object of the release and leaves the CRDs (Helm never deletes crds/)."""
     rel, ns = chart_release, chart_release.namespace
     rel.helm("upgrade", rel.name, str(CHART), "-n", ns, "--reuse-values", "--set", "replicas=2")
+    assert _get(cluster, _object_paths(rel)["Deployment"])["spec"]["strategy"]["type"] == "RollingUpdate"
     pdb = f"/apis/policy/v1/namespaces/{ns}/poddisruptionbudgets/{rel.fullname}"
     assert _get(cluster, pdb)["spec"]["minAvailable"] == 1
     assert _get(cluster, _object_paths(rel)["Deployment"])["spec"]["replicas"] == 2
