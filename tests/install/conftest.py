@@ -6,8 +6,9 @@
   :class:`install_helpers.Release` (``.name``, ``.namespace``, ``.fullname``, ``.service_account``,
   ``.user``, ``.lease_name``, ``.helm(...)``). Uninstalled and its namespace deleted afterwards.
 * ``operator_sa_kubeconfig`` (module): a kubeconfig (Path) that authenticates as the release's
-  ServiceAccount with a TokenRequest token: run the operator with ``--kubeconfig`` set to it to prove
-  the chart's RBAC is enough (the RBAC proof, part 2).
+  ServiceAccount with a TokenRequest token: run the operator with ``--kubeconfig`` set to it to act
+  under the chart's RBAC (``test_install_rbac_operator.py``, the RBAC proof part 2, does so on an audited
+  cluster of its own, whose module overrides ``cluster``).
 """
 
 from __future__ import annotations

@@ -11,11 +11,13 @@ the fixtures of ``tests/install/conftest.py``::
              --lease-namespace {chart_release.namespace} --lease-name {chart_release.lease_name}`
 
 or, without the fixtures, ``write_sa_kubeconfig(cluster, namespace, service_account, path)`` for any
-ServiceAccount, and ``sa_client(...)`` for a :class:`ClusterClient` on it.
+ServiceAccount, and ``sa_client(...)`` for a :class:`ClusterClient` on it. ``audit_entries(log, user)``
+reads what a user did from the audit log of ``LocalCluster(audit=True)``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from dataclasses import dataclass, field
@@ -256,3 +258,52 @@ def access_review(
 def sa_groups(namespace: str) -> tuple[str, ...]:
     """The groups every token of a ServiceAccount in ``namespace`` carries."""
     return ("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated")
+
+
+# --------------------------------------------------------------------------------------------------
+# The apiserver's audit log (``LocalCluster(audit=True)``)
+
+
+@dataclass(frozen=True)
+class Audited:
+    """One audited request of a user: ``resource`` is ``plural`` or ``plural/subresource`` ("" for a
+    non-resource request, whose ``path`` is then set); ``group`` is "" for the core group."""
+
+    group: str
+    resource: str
+    verb: str
+    namespace: str
+    code: int
+    path: str = ""
+
+    @property
+    def right(self) -> tuple[str, str, str]:
+        return (self.group, self.resource, self.verb)
+
+
+def audit_entries(log: Path, user: str) -> list[Audited]:
+    """The requests ``user`` made, from a JSON-lines audit log (one line per stage; a watch shows as
+    ``watch``, a metadata-only list as ``list``)."""
+    out = []
+    if not log.exists():
+        return out
+    with log.open() as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                e = json.loads(line)
+            except ValueError:  # a line being written right now
+                continue
+            if (e.get("user") or {}).get("username") != user:
+                continue
+            ref = e.get("objectRef")
+            code = int((e.get("responseStatus") or {}).get("code") or 0)
+            if ref is None:
+                out.append(Audited("", "", e["verb"], "", code, e.get("requestURI", "").split("?")[0]))
+                continue
+            resource = ref.get("resource", "")
+            if ref.get("subresource"):
+                resource += f"/{ref['subresource']}"
+            out.append(Audited(ref.get("apiGroup", ""), resource, e["verb"], ref.get("namespace", ""), code))
+    return out
