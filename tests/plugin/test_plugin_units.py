@@ -8,7 +8,7 @@ import json
 import re
 
 import pytest
-from plugin_kit import rows
+from plugin_kit import rows, run_cli
 
 from aicenter.controller.kube import ApiError
 from aicenter.plugin import cli, dashboard, source, views
@@ -378,7 +378,13 @@ def test_proxy_source_path_and_errors():
     kube = FakeKube(
         {
             f"{base}/queue": {"pending": []},
-            f"{base}/quotas": ApiError(403, "Forbidden", "no"),
+            f"{base}/quotas": ApiError(
+                403,
+                "Forbidden",
+                'services "op-metrics:metrics" is forbidden: User "u" cannot get resource "services/proxy"',
+            ),
+            f"{base}/job": ApiError(403, "Forbidden", "not allowed to get /visibility/v1/job"),
+            f"{base}/nope": ApiError(401, "Unauthorized", "a bearer token is required"),
             f"{base}/centers": ApiError(503, "ServiceUnavailable", "no endpoints available"),
         }
     )
@@ -389,8 +395,50 @@ def test_proxy_source_path_and_errors():
         src.get("quotas")
     with pytest.raises(source.PluginError, match="no ready endpoint"):
         src.get("centers")
+    with pytest.raises(source.PluginError, match="the operator refused /visibility/v1/job: not allowed"):
+        src.get("job", {"namespace": "a", "name": "b"})
+    with pytest.raises(source.PluginError, match="does not pass yours on"):
+        src.get("nope")
+    kube.answers[f"{base}/job"] = ApiError(404, "NotFound", "not found: 'a/b'")
     with pytest.raises(source.PluginError, match="does not know GPUJob a/b"):
         src.get("job", {"namespace": "a", "name": "b"})
+
+
+def test_endpoint_source_sends_the_token_it_is_given(tmp_path):
+    import http.server
+    import threading
+
+    seen: list[str | None] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append(self.headers.get("Authorization"))
+            body = b'{"pending": []}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}"
+        (tmp_path / "token").write_text("s3cret\n")
+        res = run_cli("queue", "--endpoint", url, "--token-file", str(tmp_path / "token"))
+        assert res.rc == 0 and res.out.strip() == "No pending work.", res.err
+        assert run_cli("queue", "--endpoint", url).rc == 0
+        assert seen == ["Bearer s3cret"] * 2 + [None] * 2  # queue and quotas, with and without
+    finally:
+        server.shutdown()
+        server.server_close()
+    res = run_cli("queue", "--token-file", str(tmp_path / "token"), "--kubeconfig", str(tmp_path / "none"))
+    assert res.rc == 1 and "a token is for --endpoint only" in res.err
+    res = run_cli("queue", "--endpoint", "http://127.0.0.1:9", "--token-file", str(tmp_path / "missing"))
+    assert res.rc == 1 and "--token-file" in res.err
 
 
 def test_endpoint_source_refuses_a_non_url_and_reports_an_unreachable_operator():

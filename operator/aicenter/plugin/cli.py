@@ -37,6 +37,13 @@ def _common(p: argparse.ArgumentParser, output: bool = True) -> None:
         "the API server's service proxy [AICENTER_ENDPOINT]",
     )
     g.add_argument(
+        "--token-file",
+        default=os.environ.get("AICENTER_TOKEN_FILE") or None,
+        metavar="FILE",
+        help="with --endpoint: a file holding a bearer token for an operator run with --metrics-auth "
+        "(e.g. from kubectl create token) [AICENTER_TOKEN_FILE]",
+    )
+    g.add_argument(
         "--operator-namespace",
         default=os.environ.get("AICENTER_OPERATOR_NAMESPACE") or None,
         metavar="NS",
@@ -102,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             context=args.context,
             namespace=args.operator_namespace,
             service=args.operator_service,
+            token=_read_token(args.token_file),
         )
     except PluginError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -162,6 +170,16 @@ def run(args: argparse.Namespace, source: Source) -> tuple[Any, str]:
             doc = {**doc, "quotas": [q for q in doc.get("quotas") or [] if q.get("center") == args.center]}
         return doc, views.quotas_text(doc)
     raise PluginError(f"unknown command {args.command}")
+
+
+def _read_token(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        with open(path) as f:
+            return f.read().strip() or None
+    except OSError as e:
+        raise PluginError(f"--token-file {path}: {e.strerror}") from None
 
 
 def _job_ref(ref: str, namespace: str | None) -> tuple[str, str]:

@@ -42,6 +42,7 @@ class EndpointSource:
 
     base: str
     timeout: float = 15.0
+    token: str | None = None  # a bearer token, for an operator run with --metrics-auth
 
     def __post_init__(self) -> None:
         self.base = self.base.rstrip("/")
@@ -55,8 +56,11 @@ class EndpointSource:
         url = f"{self.base}{API_PREFIX}/{what}"
         if query:
             url += "?" + urllib.parse.urlencode(query)
+        req = urllib.request.Request(url, headers={"Accept": "application/json"})
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout) as r:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 return json.loads(r.read())
         except urllib.error.HTTPError as e:
             body = e.read().decode(errors="replace")[:500]
@@ -91,6 +95,14 @@ class ProxySource:
                 "GET", f"{self.path}/{what}", query=list((query or {}).items()), timeout=self.timeout
             )
         except ApiError as e:
+            if e.status == 401:
+                raise PluginError(
+                    "the operator asks for a bearer token on its visibility API (--metrics-auth), and "
+                    "the API server's service proxy does not pass yours on: port-forward the operator's "
+                    "Service and use --endpoint with --token-file (docs/admin.md)"
+                ) from None
+            if e.status == 403 and "services/proxy" not in e.message:
+                raise PluginError(f"the operator refused {API_PREFIX}/{what}: {e.message}") from None
             if e.status == 403:
                 raise PluginError(
                     f"forbidden: reading the operator's visibility API through the API server needs "
@@ -197,10 +209,14 @@ def connect(
     context: str | None = None,
     namespace: str | None = None,
     service: str | None = None,
+    token: str | None = None,
 ) -> Source:
-    """The source the flags name: ``endpoint`` as it is, else the operator's Service by proxy."""
+    """The source the flags name: ``endpoint`` as it is (with ``token`` as a bearer token), else the
+    operator's Service by proxy."""
     if endpoint:
-        return EndpointSource(endpoint)
+        return EndpointSource(endpoint, token=token)
+    if token:
+        raise PluginError("a token is for --endpoint only: the API server's proxy authorises you by RBAC")
     kube = kube_client(kubeconfig, context)
     ns, name, port = find_service(kube, namespace, service)
     return ProxySource(kube, ns, name, port)
