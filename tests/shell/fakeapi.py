@@ -36,6 +36,7 @@ from aicenter.controller.objects import node_view, pod_requests, rfc3339
 
 Obj = dict[str, Any]
 GPU = "nvidia.com/gpu"
+SOURCES = ("nodes", "ours", "others", "workload", "namespaces")  # what the informers watch
 KWOK_TAINT = {"key": "kwok.x-k8s.io/node", "value": "fake", "effect": "NoSchedule"}
 
 
@@ -67,6 +68,9 @@ class FakeCluster:
     centers: dict[str, Obj] = field(default_factory=dict)
     namespaces: dict[str, Obj] = field(default_factory=dict)
     events: list[Obj] = field(default_factory=list)
+    owners: dict[str, Obj] = field(
+        default_factory=dict
+    )  # batch/v1 Jobs by namespace/name (read by the operator)
     requests: list[tuple[str, str]] = field(default_factory=list)  # every request the operator made
     oversold: list[str] = field(default_factory=list)  # pods created onto a node without room
     rejected: list[str] = field(default_factory=list)  # pods the kubelet refused (OutOf…)
@@ -295,11 +299,11 @@ class FakeCluster:
 
     @staticmethod
     def _source(p: Obj) -> str:
-        return (
-            "ours"
-            if (p["metadata"].get("labels") or {}).get(api.LABEL_MANAGED_BY) == api.MANAGED_BY
-            else "others"
-        )
+        if (p["metadata"].get("labels") or {}).get(api.LABEL_MANAGED_BY) == api.MANAGED_BY:
+            return "ours"
+        if p["spec"].get("schedulerName") == api.DEFAULT_SCHEDULER_NAME:
+            return "workload"  # someone else's pod that names the operator as its scheduler
+        return "others"
 
     def advance(self, dt: float) -> None:
         """Move time on: late requests land, kubelets admit, run, finish and remove pods."""
@@ -358,7 +362,7 @@ class FakeCluster:
         lo, hi = self.watch_delay
         due = max(self._last_due.get(source, 0.0), self.t + (self.rng.uniform(lo, hi) if hi > 0 else 0.0))
         self._last_due[source] = due
-        if self.drop_watch and source in ("ours", "others", "nodes") and self.rng.random() < self.drop_watch:
+        if self.drop_watch and source in SOURCES and self.rng.random() < self.drop_watch:
             self._dropped.add(source)
             return
         heapq_push(self._queue, (due, next(self._seq), source, kind, copy.deepcopy(obj)))
@@ -370,12 +374,12 @@ class FakeCluster:
             return
         self._queue = [e for e in self._queue if e[2] != source]
         heapq.heapify(self._queue)
-        if source == "ours":
-            items = [trim_pod(p, True) for p in self.pods.values() if self._source(p) == "ours"]
-            self.cache.on_pods("RESYNC:ours", items)
+        if source in ("ours", "workload"):
+            items = [trim_pod(p, source) for p in self.pods.values() if self._source(p) == source]
+            self.cache.on_pods(f"RESYNC:{source}", items)
         elif source == "others":
             items = [
-                trim_pod(p, False)
+                trim_pod(p, "others")
                 for p in self.pods.values()
                 if self._source(p) == "others"
                 and p["spec"].get("nodeName")
@@ -393,8 +397,8 @@ class FakeCluster:
         assert c is not None
         while self._queue and self._queue[0][0] <= self.t:
             _, _, source, kind, obj = heapq_pop(self._queue)
-            if source in ("ours", "others"):
-                c.on_pods(kind, trim_pod(obj, source == "ours"))
+            if source in ("ours", "others", "workload"):
+                c.on_pods(kind, trim_pod(obj, source))
             elif source == "nodes":
                 c.on_nodes(kind, node_view(obj))
             elif source == "namespaces":
@@ -412,9 +416,9 @@ class FakeCluster:
     def attach(self, cache: Cache) -> None:
         """Connect a cache, as the informers do on start (one RESYNC of each source)."""
         self.cache = cache
-        for source in ("nodes", "ours", "others", "namespaces"):
+        for source in SOURCES:
             self.relist(source)
-        self._queue = [e for e in self._queue if e[2] not in ("nodes", "ours", "others", "namespaces")]
+        self._queue = [e for e in self._queue if e[2] not in SOURCES]
         self.deliver()
 
     # -- the API server's side of a request ------------------------------------------------------
@@ -426,6 +430,8 @@ class FakeCluster:
             if method == "POST" and len(parts) == 5:
                 return self._create_pod(ns, copy.deepcopy(body or {}), self.t if issued is None else issued)
             key = f"{ns}/{parts[5]}"
+            if len(parts) == 7:
+                return self._pod_subresource(key, parts[6], method, body or {})
             if method == "GET":
                 if key not in self.pods:
                     raise ApiError(404, "NotFound", f"pod {key} not found")
@@ -441,6 +447,11 @@ class FakeCluster:
                 return {}
         if path.startswith("/api/v1/namespaces/") and parts[4] == "services":
             return {}
+        if path.startswith("/apis/batch/v1/namespaces/") and method == "GET":
+            obj = self.owners.get(f"{parts[4]}/{parts[6]}")
+            if obj is None:
+                raise ApiError(404, "NotFound", f"job {parts[4]}/{parts[6]} not found")
+            return copy.deepcopy(obj)
         if "/events" in path:
             self.events.append(body or {})
             return {}
@@ -465,6 +476,78 @@ class FakeCluster:
         if path.startswith(api.GROUP_PATH) and method == "PATCH" and path.endswith("/status"):
             return {}  # centre and quota status
         raise ApiError(404, "NotFound", f"fake API: no route for {method} {path}")
+
+    def _pod_subresource(self, key: str, sub: str, method: str, body: Obj) -> Obj:
+        p = self.pods.get(key)
+        if p is None:
+            raise ApiError(404, "NotFound", f"pod {key} not found")
+        if sub == "binding" and method == "POST":
+            if p["spec"].get("nodeName"):
+                raise ApiError(
+                    409, "Conflict", f"pod {key} is already assigned to node {p['spec']['nodeName']}"
+                )
+            node = body["target"]["name"]
+            self._set_pod(key, lambda o: o["spec"].update(nodeName=node))
+            if not self._fits(node, key, by_capacity=True, seen_before=self.t - self.watch_delay[1] - 1.0):
+                self.oversold.append(f"{key} bound onto {node}: {self._live_on(node, exclude=key)} in use")
+            return {}
+        if sub == "eviction" and method == "POST":
+            if p["metadata"].get("_pdb_blocks"):
+                raise ApiError(
+                    429,
+                    "TooManyRequests",
+                    "Cannot evict pod as it would violate the pod's disruption budget.",
+                )
+            self._delete_pod(key)
+            return {}
+        if sub == "status" and method == "PATCH":
+            conds = (body.get("status") or {}).get("conditions") or []
+
+            def fn(o: Obj) -> None:
+                have = [
+                    c
+                    for c in o["status"].get("conditions") or []
+                    if c["type"] not in {c["type"] for c in conds}
+                ]
+                o["status"]["conditions"] = have + conds
+
+            self._set_pod(key, fn)
+            return {}
+        raise ApiError(404, "NotFound", f"fake API: no pod subresource {sub}")
+
+    def workload_pod(
+        self,
+        namespace: str,
+        name: str,
+        gpus: int,
+        labels: dict | None = None,
+        owner: Obj | None = None,
+        annotations: dict | None = None,
+        run_s: float | None = None,
+        priority: int = 0,
+        **spec: Any,
+    ) -> Obj:
+        """Someone else's pod that names the operator as its scheduler (unbound, Pending)."""
+        ann = dict(annotations or {})
+        if run_s is not None:
+            ann["sim/run-seconds"] = str(run_s)
+        md = self._meta(name, namespace, labels=dict(labels or {}), annotations=ann)
+        if owner is not None:
+            md["ownerReferences"] = [owner]
+        obj = {
+            "metadata": md,
+            "spec": {
+                "schedulerName": api.DEFAULT_SCHEDULER_NAME,
+                "priority": priority,
+                "tolerations": [{"key": KWOK_TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}],
+                "containers": [{"name": "c", "resources": {"limits": {GPU: str(gpus)}}}],
+                **spec,
+            },
+            "status": {"phase": "Pending"},
+        }
+        self.pods[f"{namespace}/{name}"] = obj
+        self._emit("workload", "ADDED", obj)
+        return obj
 
     def _create_pod(self, ns: str, body: Obj, issued: float) -> Obj:
         name = body["metadata"]["name"]

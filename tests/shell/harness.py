@@ -68,7 +68,7 @@ class Harness:
         self.cluster.drop_watch = 0.0
         self.cluster.watch_delay = (0.0, 0.0)
         self.cluster.hide_job_deletions = False
-        for source in ("nodes", "ours", "others", "namespaces"):
+        for source in ("nodes", "ours", "others", "workload", "namespaces"):
             self.cluster.relist(source)
         t0 = self.cluster.now()
         quiet = 0

@@ -105,6 +105,28 @@ def test_random_faults_keep_the_invariants(seed, error, lost, slow, drop, lag):
                 n += 1
             elif x < 0.25 and c.pods:
                 c._delete_pod(rng.choice(sorted(c.pods)))  # someone deletes a pod
+            elif x < 0.30:  # someone else's workload names the operator as its scheduler
+                ns, size, gpus = rng.choice(NS), rng.choice([1, 2, 3]), rng.choice([2, 4, 8])
+                name = f"w{n}"
+                c.owners[f"{ns}/{name}"] = {"spec": {"parallelism": size}}
+                owner = {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": name,
+                    "uid": f"u{n}",
+                    "controller": True,
+                }
+                for i in range(size if rng.random() < 0.8 else size - 1):  # sometimes a member is late
+                    c.workload_pod(
+                        ns,
+                        f"{name}-{i}",
+                        gpus,
+                        labels={"batch.kubernetes.io/job-name": name},
+                        owner=owner,
+                        run_s=rng.choice([None, 10, 30]),
+                        priority=rng.choice([0, 10]),
+                    )
+                n += 1
             await h.tick(1.0)
         for node in c.nodes:  # the device plugins come back
             c.set_allocatable(node, 8)

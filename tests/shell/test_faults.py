@@ -437,3 +437,37 @@ def test_pending_statuses_are_rewritten_only_when_their_reason_changes():
         assert after == {k: 1 for k in after}, after
 
     run(scenario())
+
+
+def test_with_watched_namespaces_pods_elsewhere_are_not_ours_to_delete_but_hold_room():
+    async def scenario():
+        from aicenter.controller.config import Settings
+
+        h = Harness(settings=Settings(namespaces=[NS], room_timeout=30.0))
+        fleet(h, nodes=1)
+        other = {
+            "metadata": {
+                "name": "theirs-1-0",
+                "labels": {
+                    api.LABEL_MANAGED_BY: api.MANAGED_BY,
+                    api.LABEL_JOB: "theirs",
+                    api.LABEL_JOB_UID: "another-operators-job",
+                    api.LABEL_ATTEMPT: "1",
+                    api.LABEL_REPLICA: "0",
+                },
+            },
+            "spec": {
+                "nodeName": "n0",
+                "containers": [{"name": "m", "resources": {"limits": {"nvidia.com/gpu": "6"}}}],
+            },
+        }
+        h.cluster.add_namespace("elsewhere")
+        h.cluster.handle("POST", "/api/v1/namespaces/elsewhere/pods", other)
+        h.cluster.submit(NS, "j", gpus=4)
+        h.start()
+        await h.run(10)
+        assert "elsewhere/theirs-1-0" in h.cluster.pods  # another operator's pod: not an orphan of ours
+        assert h.phase(NS, "j") == "Pending"  # 6 of 8 GPUs are held by it
+        assert h.writes("DELETE", "/namespaces/elsewhere/") == 0
+
+    run(scenario())

@@ -31,6 +31,7 @@ from . import pods as podlib
 from .cache import Cache, InFlight
 from .config import Settings
 from .events import Events
+from .groups import GroupRecord, size_from_owner
 from .kube import ApiError, Kube
 from .metrics import Metrics
 from .objects import pod_requests, rfc3339
@@ -88,8 +89,9 @@ class Applier:
     ) -> None:
         self.cache, self.kube, self.settings, self.metrics = cache, kube, settings, metrics
         self.events, self.clock, self.spawn, self.wake = events, clock, spawn, wake
-        self.deletes: dict[str, asyncio.Task] = {}
+        self.deletes: dict[str, asyncio.Task] = {}  # pod deletes and evictions in flight
         self.job_deletes: set[str] = set()
+        self.reading: set[str] = set()  # owner uids being read
 
     # -- status ---------------------------------------------------------------------------------
 
@@ -217,6 +219,7 @@ class Applier:
             await self.cache.wait_change(min(5.0, left))
             p = self._placement(rec, r, attempt)
         flight = self.cache.inflight[key] = InFlight(p.node, requests)
+        log.debug("creating %s on %s", key, p.node)
         created.append(key)
         try:
             await self._post_pod(rec, r, p, key, body, created)
@@ -339,6 +342,171 @@ class Applier:
         until = self.clock() + seconds
         while self.clock() < until:
             await self.cache.wait_change(min(seconds, 1.0))
+
+    # -- pods of others' workloads: bind, evict, read owners ---------------------------------------
+
+    def bind_group(self, g: GroupRecord, a: Admit, now: float) -> None:
+        """Bind a group's waiting pods to the admitted nodes (each once its node has room)."""
+        pods = list(g.chosen)
+        if len(pods) != len(a.nodes):  # the group changed since it was presented: look again
+            self.cache.sched.forget(a.key)
+            self.cache.dirty_groups.add(g.key)
+            return
+        g.binding.update(zip(pods, a.nodes, strict=True))
+        g.busy += 1
+        self.metrics.admitted.inc()
+        self.spawn(self._bind(g, a.key, list(zip(pods, a.nodes, strict=True)), now))
+
+    async def _bind(self, g: GroupRecord, key: str, pairs: list[tuple[str, str]], t0: float) -> None:
+        try:
+            results = await asyncio.gather(*(self._bind_one(p, n) for p, n in pairs), return_exceptions=True)
+            failed = []
+            for (pod, node), res in zip(pairs, results, strict=True):
+                if isinstance(res, BaseException):
+                    g.binding.pop(pod, None)
+                    failed.append((pod, res))
+                else:
+                    ns, name = pod.split("/", 1)
+                    self.events.pod(
+                        ns,
+                        name,
+                        "Normal",
+                        "Scheduled",
+                        "Bind",
+                        f"bound to {node} ({g.ident.kind} {g.ident.name}, quota {g.quota})",
+                    )
+            if failed:
+                self.metrics.admission_errors.inc()
+                g.failures += 1
+                g.retry_at = self.clock() + backoff_s(g.failures)
+                pod, err = failed[0]
+                g.reason, g.message = "BindFailed", f"binding {pod} failed: {err}; retrying"
+                log.warning("binding pods of %s: %d failed, e.g. %s: %s", g.key, len(failed), pod, err)
+            else:
+                g.failures = 0
+                self.metrics.admission_seconds.observe(
+                    max(
+                        0.0,
+                        t0
+                        - min(
+                            (self.cache.pods[p].created for p, _ in pairs if p in self.cache.pods), default=t0
+                        ),
+                    )
+                )
+        finally:
+            g.busy -= 1
+            self.cache.sched.remove_workload(key)
+            self.cache.dirty_groups.add(g.key)
+            self.wake()
+
+    async def _bind_one(self, pod_key: str, node: str) -> None:
+        p = self.cache.pods.get(pod_key)
+        if p is None or p.node:
+            raise AdmissionFailed("Gone", f"pod {pod_key} is gone or bound already")
+        if pod_key in self.cache.inflight:  # an earlier binding's answer was lost: never bind it twice
+            raise AdmissionFailed("Unresolved", f"an earlier binding of {pod_key} is not resolved yet")
+        deadline = self.clock() + self.settings.room_timeout
+        while not self.cache.room(node, p.requests, exclude=pod_key):
+            if self.clock() >= deadline:
+                raise AdmissionFailed(
+                    "NodeBusy", f"node {node} did not have room within {self.settings.room_timeout:.0f}s"
+                )
+            await self.cache.wait_change(min(5.0, deadline - self.clock()))
+            p = self.cache.pods.get(pod_key)
+            if p is None or p.node:
+                raise AdmissionFailed("Gone", f"pod {pod_key} is gone or bound already")
+        flight = self.cache.inflight[pod_key] = InFlight(node, p.requests)
+        log.debug("binding %s to %s", pod_key, node)
+        ns, name = pod_key.split("/", 1)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": ns, "uid": p.uid},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        try:
+            await self.kube.run("POST", f"/api/v1/namespaces/{ns}/pods/{name}/binding", body=body)
+            self.metrics.pods_bound.inc()
+        except ApiError as e:
+            if e.status not in (*AMBIGUOUS, 409):  # 409: bound already (where, the watch will say)
+                self.cache.inflight.pop(pod_key, None)
+            raise
+        finally:
+            flight.creating, flight.since = False, self.clock()
+
+    def evict_group(self, g: GroupRecord, key: str, reason: str, message: str) -> None:
+        """Stop a group's running pods through the Eviction API (PodDisruptionBudgets apply); their
+        controllers make new pods, which wait for room. The core forgets the unit at once."""
+        pods = [k for k in (g.held if key == g.run_key else g.binding) if k in self.cache.pods]
+        self.cache.sched.remove_workload(key)
+        g.evicting |= set(pods)
+        self.metrics.preemptions.inc()
+        for k in pods:
+            self.cache.recount(k)
+            ns, name = k.split("/", 1)
+            self.events.pod(ns, name, "Warning", reason, "Preempt", message)
+            self.evict(k)
+        self.cache.dirty_groups.add(g.key)
+
+    def evict(self, key: str) -> None:
+        if key in self.deletes:
+            return
+        p = self.cache.pods.get(key)
+        self.deletes[key] = self.spawn(self._evict(key, p.uid if p else None))
+
+    async def _evict(self, key: str, uid: str | None) -> None:
+        ns, name = key.split("/", 1)
+        body: dict[str, Any] = {
+            "apiVersion": "policy/v1",
+            "kind": "Eviction",
+            "metadata": {"name": name, "namespace": ns},
+            "deleteOptions": {"preconditions": {"uid": uid}} if uid else {},
+        }
+        pause = 1.0
+        try:
+            while True:
+                p = self.cache.pods.get(key)
+                if p is None or (uid and p.uid != uid):
+                    return
+                if p.deleting:
+                    await self.cache.wait_change(30.0)
+                    continue
+                try:
+                    await self.kube.run("POST", f"/api/v1/namespaces/{ns}/pods/{name}/eviction", body=body)
+                    self.metrics.pods_deleted.inc()
+                    await self.cache.wait_change(30.0)
+                except ApiError as e:
+                    if e.status in (404, 409):
+                        return
+                    why = "a PodDisruptionBudget allows no eviction now" if e.status == 429 else str(e)
+                    log.info("evicting %s (retrying in %.0fs): %s", key, pause, why)
+                    self.metrics.delete_errors.inc()
+                    await self.pause(pause)
+                    pause = min(pause * 2, 60.0)
+        finally:
+            self.deletes.pop(key, None)
+
+    def read_owner(self, g: GroupRecord) -> None:
+        """Read a group's size from the object that owns its pods (a Job, a PyTorchJob, …), once."""
+        owner = g.ident.owner
+        if owner is None or owner.uid in self.cache.owner_sizes or owner.uid in self.reading:
+            return
+        self.reading.add(owner.uid)
+
+        async def run() -> None:
+            try:
+                obj = await self.kube.run("GET", owner.path(g.namespace))
+                self.cache.owner_sizes[owner.uid] = size_from_owner(g.ident, obj)
+            except ApiError as e:
+                self.cache.owner_sizes[owner.uid] = f"cannot read {owner.kind} {owner.name}: {e}"
+            finally:
+                self.reading.discard(owner.uid)
+                for other in self.cache.groups.values():
+                    if other.ident.owner is not None and other.ident.owner.uid == owner.uid:
+                        self.cache.dirty_groups.add(other.key)
+                self.wake()
+
+        self.spawn(run())
 
     # -- deletes --------------------------------------------------------------------------------
 

@@ -22,13 +22,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aicenter import api
 from aicenter.api import Obj
 from aicenter.api.specs import GPUJobSpec, GPUQuotaSpec
-from aicenter.core import Scheduler
+from aicenter.core import Scheduler, TopologyMode, Workload
 
+from .groups import (
+    ANN_TOPOLOGY_KEY,
+    ANN_TOPOLOGY_MODE,
+    GroupRecord,
+    Identity,
+    gpu_class_of,
+    identity,
+    pod_preemptible,
+    quota_label,
+)
 from .objects import (
     CenterInfo,
     NodeUsage,
@@ -49,9 +59,26 @@ log = logging.getLogger("aicenter.cache")
 TERMINAL = ("Succeeded", "Failed")
 
 
+@dataclass(frozen=True)
+class WorkloadFacts:
+    """What a pod the operator schedules for someone else asks (its spec, labels and annotations)."""
+
+    group: Identity
+    priority: int
+    preemptible: bool
+    quota: str | None
+    gpu_class: str | None
+    topology_key: str | None
+    topology_mode: str
+    pod_spec: Obj  # the scheduling-relevant part (tolerations, selectors, affinity, containers…)
+    refusal: str
+
+
 @dataclass(slots=True)
 class PodRec:
-    """A pod trimmed to what the ledger and lifecycle need (ours carry a job identity)."""
+    """A pod trimmed to what the ledger and lifecycle need. ``source``: ``ours`` (a GPUJob's pod,
+    with its job identity), ``workload`` (someone else's pod that names the operator as its
+    scheduler) or ``others`` (any other bound pod: it only holds room)."""
 
     key: str  # namespace/name
     uid: str
@@ -59,7 +86,8 @@ class PodRec:
     phase: str
     requests: dict[str, int]  # effective requests, every resource (GPUs included)
     deleting: bool = False
-    ours: bool = False
+    source: str = "others"  # how the cache treats it
+    origin: str = ""  # the informer it came from (its RESYNCs replace these)
     job_uid: str = ""
     job: str = ""
     attempt: int = -1
@@ -67,6 +95,12 @@ class PodRec:
     reason: str = ""  # status.reason: the kubelet's admission refusals (OutOfnvidia.com/gpu, …)
     unschedulable: str = ""  # PodScheduled=False message of a pod kube-scheduler binds for us
     created: float = 0.0
+    workload: WorkloadFacts | None = None
+    scheduled_reason: str = ""  # the PodScheduled=False reason it carries (workload pods)
+
+    @property
+    def ours(self) -> bool:
+        return self.source == "ours"
 
     @property
     def live(self) -> bool:
@@ -81,11 +115,24 @@ class PodRec:
         return self.key.split("/", 1)[0]
 
 
-def trim_pod(obj: Obj, ours: bool) -> PodRec:
-    """A pod as the cache keeps it (runs on the informer thread); ``ours``: from the informer of the
-    operator's own pods (label aicenter.dev/managed-by)."""
+SCHEDULING_FIELDS = (
+    "tolerations",
+    "nodeSelector",
+    "affinity",
+    "containers",
+    "initContainers",
+    "overhead",
+    "volumes",
+    "topologySpreadConstraints",
+    "resourceClaims",
+)
+
+
+def trim_pod(obj: Obj, source: str) -> PodRec:
+    """A pod as the cache keeps it (runs on the informer thread); ``source`` names the informer."""
     md, spec, st = obj["metadata"], obj.get("spec") or {}, obj.get("status") or {}
     labels = md.get("labels") or {}
+    ours = source == "ours"
     p = PodRec(
         key=f"{md.get('namespace', '')}/{md['name']}",
         uid=md.get("uid", ""),
@@ -93,9 +140,34 @@ def trim_pod(obj: Obj, ours: bool) -> PodRec:
         phase=st.get("phase") or "Pending",
         requests=pod_requests(spec),
         deleting=bool(md.get("deletionTimestamp")),
-        ours=ours,
+        source=source,
+        origin=source,
         created=parse_time(md.get("creationTimestamp")) or 0.0,
     )
+    if source == "workload":
+        ann = md.get("annotations") or {}
+        pod_spec = {k: spec[k] for k in SCHEDULING_FIELDS if k in spec}
+        not_here = not_evaluated(pod_spec)
+        refusal = refused(pod_spec) or (
+            f"the operator binds this pod itself and cannot evaluate its {' and '.join(not_here)}; "
+            "use a GPUJob (which delegates such pods to kube-scheduler) or the default scheduler"
+            if not_here
+            else ""
+        )
+        p.workload = WorkloadFacts(
+            group=identity(obj),
+            priority=int(spec.get("priority") or 0),
+            preemptible=pod_preemptible(labels),
+            quota=quota_label(labels),
+            gpu_class=gpu_class_of(labels),
+            topology_key=ann.get(ANN_TOPOLOGY_KEY) or None,
+            topology_mode=ann.get(ANN_TOPOLOGY_MODE) or api.TOPOLOGY_REQUIRED,
+            pod_spec=pod_spec,
+            refusal=refusal,
+        )
+        for c in st.get("conditions") or ():
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                p.scheduled_reason = f"{c.get('reason', '')}: {c.get('message', '')}"
     if ours:
         p.job_uid = labels.get(api.LABEL_JOB_UID, "")
         p.job = labels.get(api.LABEL_JOB, "")
@@ -134,6 +206,9 @@ class InFlight:
 FORGET_UNSEEN_S = 30.0  # a created pod the watch has not shown this long after: gone before it was seen
 
 
+_NO_GROUP = GroupRecord(Identity("", "", "", None), "")
+
+
 @dataclass
 class _Contribution:
     node: str
@@ -164,11 +239,15 @@ class Cache:
     deleting: set[str] = field(default_factory=set)  # pod keys we are deleting
     inflight: dict[str, InFlight] = field(default_factory=dict)  # pod key → reservation
     orphans: set[str] = field(default_factory=set)  # live pods of ours that no placement claims
+    groups: dict[str, GroupRecord] = field(default_factory=dict)  # pods we schedule for others, by group
+    dirty_groups: set[str] = field(default_factory=set)
+    owner_sizes: dict[str, int | str] = field(default_factory=dict)  # owner uid → group size, or why not
     dirty_nodes: set[str] = field(default_factory=set)
     dirty: set[str] = field(default_factory=set)  # job keys to reconcile
     status_dirty: set[str] = field(default_factory=set)  # job keys whose status may need a write
     synced: set[str] = field(default_factory=set)
     leading: bool = False  # the leader's records are its own truth; a standby follows the statuses
+    watched: frozenset[str] = frozenset()  # --namespace: only these namespaces' jobs and pods are ours
     clock: Callable[[], float] = lambda: 0.0
     _waiters: list[asyncio.Future] = field(default_factory=list)
 
@@ -251,7 +330,7 @@ class Cache:
         """Pods of ours (every phase) and others' bound, live pods; RESYNC replaces one source."""
         if kind.startswith("RESYNC"):
             source = kind.split(":", 1)[1] if ":" in kind else "ours"
-            fresh = {p.key: p for p in obj}  # type: ignore[union-attr]
+            fresh = {p.key: p for p in map(self._in_scope, obj)}  # type: ignore[arg-type]
             for key in [k for k, p in self.pods.items() if self._source(p) == source and k not in fresh]:
                 self._pod_gone(key)
             for p in fresh.values():
@@ -260,9 +339,9 @@ class Cache:
         elif kind == "DELETED":
             self._pod_gone(obj.key)  # type: ignore[union-attr]
         else:
-            p: PodRec = obj  # type: ignore[assignment]
-            if not p.ours and (not p.node or not p.live):
-                self._pod_gone(p.key)  # left the foreign selector: finished
+            p: PodRec = self._in_scope(obj)  # type: ignore[arg-type]
+            if p.source == "others" and (not p.node or not p.live):
+                self._pod_gone(p.key)  # finished (it left the foreign selector), or unbound elsewhere
             else:
                 self._pod_set(p)
         self.notify()
@@ -270,7 +349,14 @@ class Cache:
 
     @staticmethod
     def _source(p: PodRec) -> str:
-        return "ours" if p.ours else "others"
+        return p.origin
+
+    def _in_scope(self, p: PodRec) -> PodRec:
+        """With --namespace, pods of ours (or for us) elsewhere are another operator's: they only
+        hold room on their nodes (never orphans of ours, never bound by us)."""
+        if self.watched and p.source != "others" and p.namespace not in self.watched:
+            p.source, p.workload = "others", None
+        return p
 
     def _pod_set(self, p: PodRec) -> None:
         old = self.pods.get(p.key)
@@ -279,7 +365,17 @@ class Cache:
         self.pods[p.key] = p
         if p.node:
             self.on_node.setdefault(p.node, set()).add(p.key)
-        self.inflight.pop(p.key, None)
+        f = self.inflight.get(p.key)
+        if f is not None and (p.ours or p.node == f.node):  # seen created, or seen bound
+            del self.inflight[p.key]
+        if p.workload is not None:
+            g = self.groups.get(p.workload.group.key)
+            if g is None:
+                g = self.groups[p.workload.group.key] = GroupRecord(p.workload.group, p.namespace)
+            g.members.add(p.key)
+            if g.binding.get(p.key) == p.node:
+                del g.binding[p.key]  # the binding is seen: the pod is bound now
+            self.dirty_groups.add(g.key)
         if p.ours:
             self.by_job.setdefault(p.job_uid, set()).add(p.key)
             rec = self.jobs_by_uid.get(p.job_uid)
@@ -299,6 +395,14 @@ class Cache:
                 on.discard(key)
                 if not on:
                     del self.on_node[p.node]
+        if p.workload is not None:
+            g = self.groups.get(p.workload.group.key)
+            if g is not None:
+                g.members.discard(key)
+                g.binding.pop(key, None)
+                g.evicting.discard(key)
+                g.held.pop(key, None)
+                self.dirty_groups.add(g.key)
         if p.ours:
             keys = self.by_job.get(p.job_uid)
             if keys is not None:
@@ -312,6 +416,10 @@ class Cache:
 
     def claimed(self, p: PodRec) -> bool:
         """Whether a live placement of ours accounts for this pod."""
+        if p.workload is not None:
+            g = self.groups.get(p.workload.group.key)
+            node = g.held.get(p.key) if g is not None else None
+            return node is not None and p.node in ("", node) and p.key not in g.evicting  # type: ignore[union-attr]
         if not p.ours:
             return False
         rec = self.jobs_by_uid.get(p.job_uid)
@@ -330,7 +438,10 @@ class Cache:
         else:
             self.orphans.discard(key)
         if p is not None and p.node and unclaimed:
-            draining = p.deleting or key in self.deleting or p.ours or p.phase == "Pending"
+            evicting = (
+                p.workload is not None and key in self.groups.get(p.workload.group.key, _NO_GROUP).evicting
+            )
+            draining = p.deleting or key in self.deleting or p.ours or evicting or p.phase == "Pending"
             new = _Contribution(p.node, p.requests, draining)
         old = self.contrib.get(key)
         if old == new:
@@ -385,7 +496,8 @@ class Cache:
                 for k, a in p.requests.items():
                     used[k] = used.get(k, 0) + a
         for key, f in self.inflight.items():
-            if f.node == node and key != exclude and key not in self.pods:
+            seen = self.pods.get(key)
+            if f.node == node and key != exclude and (seen is None or seen.node != node):
                 for k, a in f.requests.items():
                     used[k] = used.get(k, 0) + a
         return all(used.get(k, 0) + a <= v.allocatable.get(k, 0) for k, a in requests.items())
@@ -478,30 +590,26 @@ class Cache:
         else:
             keys.add(rec.key)
 
+    def quota_for(self, namespace: str, named: str | None, how: str = "spec.quota") -> tuple[str | None, str]:
+        """(the quota that pays, or None and why): the named one, or the one serving the namespace."""
+        if named:
+            return named, ""
+        labels = self._ns_labels(namespace)
+        serving = sorted(
+            q for q, s in self.quota_specs.items() if selector_matches(s.namespace_selector, labels)
+        )
+        if len(serving) == 1:
+            return serving[0], ""
+        if not serving:
+            return None, f"no GPUQuota serves namespace {namespace}: set {how} or label the namespace"
+        return None, f"namespace {namespace} is served by several quotas ({', '.join(serving)}): set {how}"
+
     def resolve(self, rec: JobRecord) -> None:
         """Which quota pays, which centre, what the template asks of nodes; re-queued if that changed."""
         if rec.placements or rec.finished:
             return
         before = (rec.quota, rec.quota_error, rec.center, rec.constraints, rec.refusal, rec.delegated)
-        named = rec.spec.quota
-        rec.quota_error = ""
-        if named:
-            rec.quota = named
-        else:
-            labels = self._ns_labels(rec.namespace)
-            serving = sorted(
-                q for q, s in self.quota_specs.items() if selector_matches(s.namespace_selector, labels)
-            )
-            if len(serving) == 1:
-                rec.quota = serving[0]
-            else:
-                rec.quota = None
-                rec.quota_error = (
-                    f"no GPUQuota serves namespace {rec.namespace}: set spec.quota or label the namespace"
-                    if not serving
-                    else f"namespace {rec.namespace} is served by several quotas ({', '.join(serving)}): "
-                    "set spec.quota"
-                )
+        rec.quota, rec.quota_error = self.quota_for(rec.namespace, rec.spec.quota)
         q = self.quota_specs.get(rec.quota or "")
         rec.center = q.center if q else None
         center = self.centers.get(rec.center or "")
@@ -643,8 +751,130 @@ class Cache:
                 self.on_center("DELETED", self.center_objs[name])
         self.on_dirty()
 
+    # -- groups of pods we schedule for others ----------------------------------------------------
+
+    def sync_groups(self, now: float) -> None:
+        """Re-present to the core the groups whose pods changed (not while their bindings fly)."""
+        for key in sorted(self.dirty_groups):
+            g = self.groups.get(key)
+            if g is None:
+                self.dirty_groups.discard(key)
+                continue
+            if g.busy:
+                continue
+            self.dirty_groups.discard(key)
+            self.sync_group(g, now)
+
+    def sync_group(self, g: GroupRecord, now: float) -> None:
+        """A group as two core units: what runs (its bound pods: held) and what waits to be placed."""
+        self.sched.remove_workload(g.run_key)
+        self.sched.remove_workload(g.wait_key)
+        members = sorted(
+            (self.pods[k] for k in g.members if k in self.pods), key=lambda p: (p.created, p.key)
+        )
+        if not members:
+            self.groups.pop(g.key, None)
+            return
+        facts = members[0].workload
+        assert facts is not None
+        if g.ident.size is not None:
+            g.size = g.ident.size
+        elif g.ident.owner is not None:
+            known = self.owner_sizes.get(g.ident.owner.uid)
+            g.size = known if isinstance(known, int) else None
+            g.size_error = known if isinstance(known, str) else ""
+        g.quota, error = self.quota_for(g.namespace, facts.quota, f"the {api.LABEL_QUOTA} label")
+        q = self.quota_specs.get(g.quota or "")
+        g.center = q.center if q else None
+        center = self.centers.get(g.center or "")
+        resource = center.spec.gpu_resource if center else api.DEFAULT_GPU_RESOURCE
+        live = [p for p in members if p.live and not p.deleting and p.key not in g.evicting]
+        bound = {p.key: p.node for p in live if p.node}
+        # bindings sent and not seen yet — answered, or whose answer was lost — hold their nodes too
+        unseen = {p.key: self.inflight[p.key].node for p in live if not p.node and p.key in self.inflight}
+        held = {**bound, **unseen, **{k: n for k, n in g.binding.items() if k in self.pods}}
+        pending = [p for p in live if not p.node and p.key not in held]
+        gpus = max((p.requests.get(resource, 0) for p in live), default=0)
+        size = g.size
+        refusal = facts.refusal or error
+        if not refusal and gpus == 0 and live:
+            refusal = (
+                f"its pods ask for no {resource}: the operator schedules GPU pods (use the default scheduler)"
+            )
+        g.chosen = []
+        if refusal:
+            g.held = {}
+            g.reason, g.message = ("NoQuota" if error else "Unsupported"), refusal
+            for k in g.members:
+                self.recount(k)
+            return
+        constraints = constraints_of(facts.pod_spec, resource)
+        shape = {
+            "quota": g.quota or "",
+            "gpus_per_replica": gpus,
+            "gpu_class": facts.gpu_class,
+            "topology_key": facts.topology_key,
+            "topology_mode": TopologyMode(facts.topology_mode),
+            "priority": facts.priority,
+            "preemptible": facts.preemptible,
+        }
+        g.held = held
+        if held:
+            ns = self.sched.inventory.nodes.get(next(iter(held.values())))
+            g.placed_class = ns.node.gpu_class if ns is not None else (g.placed_class or facts.gpu_class)
+            if g.placed_class:
+                self.sched.add_workload(
+                    Workload(
+                        key=g.run_key,
+                        replicas=len(held),
+                        created=members[0].created,
+                        placement=tuple(held.values()),
+                        placed_class=g.placed_class,
+                        started=members[0].created,
+                        constraints=constraints,
+                        **shape,  # type: ignore[arg-type]
+                    )
+                )
+        need = 0
+        if size is None:
+            g.reason = "WaitingForOwner"
+            g.message = g.size_error or f"reading the size of {g.ident.kind} {g.ident.name} from its owner"
+        elif pending:
+            lacking = max(0, min(size, g.min_available) - len(held))
+            need = lacking or len(pending)
+            if len(pending) < need:
+                g.waiting_since = g.waiting_since or now
+                waited = now - g.waiting_since
+                g.reason = "WaitingForMembers"
+                g.message = (
+                    f"{g.ident.kind} {g.ident.name} needs {size} pod(s) to start together; "
+                    f"{len(held) + len(pending)} exist"
+                    + (f" (waiting {waited:.0f}s)" if waited >= 60 else "")
+                )
+                need = 0
+        if need and now >= g.retry_at:
+            g.waiting_since = None
+            g.chosen = [p.key for p in pending[:need]]
+            if held and facts.topology_key:  # the rest go next to the members already running
+                v = self.views.get(next(iter(held.values())))
+                value = v.labels.get(facts.topology_key) if v is not None else None
+                if value is not None:
+                    pairs = {*constraints.node_selector, (facts.topology_key, value)}
+                    constraints = replace(constraints, node_selector=tuple(sorted(pairs)))
+            self.sched.add_workload(
+                Workload(
+                    key=g.wait_key,
+                    replicas=need,
+                    created=min(self.pods[k].created for k in g.chosen),
+                    constraints=constraints,
+                    **shape,  # type: ignore[arg-type]
+                )
+            )
+        for k in g.members:
+            self.recount(k)
+
     def ready(self) -> bool:
-        return {"nodes", "pods:ours", "pods:others", "namespaces"} <= self.synced
+        return {"nodes", "pods:ours", "pods:others", "pods:workload", "namespaces"} <= self.synced
 
 
 def _gen(obj: Obj) -> int:

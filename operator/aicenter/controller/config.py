@@ -100,8 +100,9 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         "--metrics-auth",
         action=argparse.BooleanOptionalAction,
         default=_env_bool("AICENTER_METRICS_AUTH", False),
-        help="serve /metrics and /visibility only to bearer tokens the API server authenticates "
-        "(TokenReview) and authorises (SubjectAccessReview) [AICENTER_METRICS_AUTH]",
+        help="serve /metrics only to bearer tokens the API server authenticates (TokenReview) and "
+        "authorises (SubjectAccessReview); /visibility is read through the API server's service proxy, "
+        "which checks RBAC itself [AICENTER_METRICS_AUTH]",
     )
 
 

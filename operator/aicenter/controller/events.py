@@ -40,6 +40,16 @@ class Events:
         }
         self.emit(namespace, ref, etype, reason, action, note)
 
+    def pod(self, namespace: str, name: str, etype: str, reason: str, action: str, note: str) -> None:
+        self.emit(
+            namespace,
+            {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": name},
+            etype,
+            reason,
+            action,
+            note,
+        )
+
     def emit(self, namespace: str, regarding: Obj, etype: str, reason: str, action: str, note: str) -> None:
         if self.in_flight >= MAX_IN_FLIGHT:
             self.dropped += 1

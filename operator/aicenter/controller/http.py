@@ -110,6 +110,10 @@ def make_app(
             doc = visibility(what, dict(request.query))
         except KeyError as e:
             return web.Response(status=404, text=f"not found: {e}")
+        except Exception as e:
+            if type(e).__name__ != "NotLeader":
+                raise
+            return web.Response(status=421, text=str(e))  # misdirected: the Service picked a standby
         return web.Response(text=json.dumps(doc), content_type="application/json")
 
     app = web.Application()

@@ -18,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 MERGE = "application/merge-patch+json"
+STRATEGIC = "application/strategic-merge-patch+json"
 JSON = "application/json"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
@@ -114,7 +115,7 @@ class Kube:
             q = [*query, ("limit", limit)] + ([("continue", cont)] if cont else [])
             doc = self.request("GET", path, query=q, timeout=120, accept=accept)
             cont = doc.get("metadata", {}).get("continue")
-            yield doc.get("items", []), "" if cont else doc.get("metadata", {}).get("resourceVersion", "")
+            yield doc.get("items") or [], "" if cont else doc.get("metadata", {}).get("resourceVersion", "")
             if not cont:
                 return
 

@@ -27,6 +27,7 @@ from .apply import Applier
 from .cache import Cache
 from .config import Settings
 from .events import Events
+from .groups import group_of_unit, is_group_unit
 from .kube import Kube
 from .lifecycle import Lifecycle
 from .metrics import Metrics
@@ -45,13 +46,15 @@ class Controller:
         self.sched = Scheduler()
         self.wake = asyncio.Event()
         self.tasks: set[asyncio.Task] = set()
-        self.cache = Cache(self.sched, on_dirty=self.wake.set, clock=clock)
+        self.cache = Cache(
+            self.sched, on_dirty=self.wake.set, clock=clock, watched=frozenset(settings.namespaces)
+        )
         self.events = Events(kube, settings.identity, clock, self.spawn)
         self.applier = Applier(
             self.cache, kube, settings, metrics, self.events, clock, self.spawn, self.wake.set
         )
         self.lifecycle = Lifecycle(self.cache, self.applier, self.events, metrics, settings, clock)
-        self.status = StatusWriter(self.cache, kube, metrics, self.spawn)
+        self.status = StatusWriter(self.cache, kube, metrics, self.spawn, self.events, clock)
         self.leader = False
         self.last_cycle = clock()
         self.queue: list[Pending] = []  # the last cycle's pending units, in the order it considered them
@@ -128,20 +131,41 @@ class Controller:
             self.lifecycle.reconcile(rec, now)
             self._unschedulable(rec, now)
         self.lifecycle.sweep(now)
+        for g in list(cache.groups.values()):  # sizes that live on an owning object: read them once
+            if (
+                g.ident.size is None
+                and g.ident.owner is not None
+                and g.ident.owner.uid not in cache.owner_sizes
+            ):
+                self.applier.read_owner(g)
+        cache.sync_groups(now)
         cache.flush()
         t0 = time.perf_counter()
         res = self.sched.cycle(now)
         self.metrics.cycle_seconds.observe(time.perf_counter() - t0)
         for ev in res.evicted:
+            if is_group_unit(ev.key):
+                self._group_stop(ev.key, ev.reason, ev.message)
+                continue
             rec = self._rec_of(ev.key)
             if rec is not None:
                 self.lifecycle.evicted(rec, ev, now)
         preempting: dict[str, asyncio.Task] = {}
         for p in res.preempted:
+            if is_group_unit(p.key):
+                self._group_stop(p.key, p.reason, p.message)
+                continue
             rec = self._rec_of(p.key)
             if rec is not None:
                 preempting[p.key] = self.applier.preempt(rec, p, now)
         for a in res.admitted:
+            if is_group_unit(a.key):
+                g = cache.groups.get(group_of_unit(a.key))
+                if g is None:
+                    self.sched.forget(a.key)
+                else:
+                    self.applier.bind_group(g, a, now)
+                continue
             rec = self._rec_of(a.key)
             if rec is None:
                 self.sched.forget(a.key)
@@ -151,6 +175,7 @@ class Controller:
             self._pending(p, now)
         self.queue = res.pending
         self.status.flush_jobs()
+        self.status.flush_pods()
 
     def _rec_of(self, unit_key: str) -> JobRecord | None:
         return self.cache.jobs.get(unit_key.split("#", 1)[0])
@@ -163,7 +188,19 @@ class Controller:
         rec.set_condition("Admitted", False, reason, message, now)
         self.cache.status_dirty.add(rec.key)
 
+    def _group_stop(self, key: str, reason: str, message: str) -> None:
+        g = self.cache.groups.get(group_of_unit(key))
+        if g is None:
+            self.sched.remove_workload(key)
+        else:
+            self.applier.evict_group(g, key, reason, message)
+
     def _pending(self, p: Pending, now: float) -> None:
+        if is_group_unit(p.key):
+            g = self.cache.groups.get(group_of_unit(p.key))
+            if g is not None and not g.busy:
+                g.reason, g.message = p.reason, p.message
+            return
         rec = self._rec_of(p.key)
         if rec is None or rec.busy or rec.placements or rec.finished:
             return  # an independent job with replicas running says so itself

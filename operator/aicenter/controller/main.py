@@ -69,6 +69,7 @@ def make_registry(ctl: Controller, kube: Kube) -> kopf.OperatorRegistry:
     @kopf.on.startup(registry=reg)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.enabled = False  # the operator writes its own Events (events.k8s.io)
+        settings.scanning.disabled = True  # its resources are named exactly: no CRD or namespace scans
         settings.watching.server_timeout = 300
         settings.networking.request_timeout = 60
 
@@ -173,8 +174,17 @@ def informers(ctl: Controller, kube: Kube, loop: asyncio.AbstractEventLoop) -> l
     s, cache = ctl.settings, ctl.cache
     node_q = [("labelSelector", s.node_selector)] if s.node_selector else []
     ours = [("labelSelector", f"{api.LABEL_MANAGED_BY}={api.MANAGED_BY}")]
+    # others' pods that name this operator as their scheduler (every phase: it places and binds them)
+    workload = [
+        ("fieldSelector", f"spec.schedulerName={s.scheduler_name}"),
+        ("labelSelector", f"{api.LABEL_MANAGED_BY}!={api.MANAGED_BY}"),
+    ]
+    # every other bound, live pod: it holds room on its node
     others = [
-        ("fieldSelector", "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"),
+        (
+            "fieldSelector",
+            f"spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed,spec.schedulerName!={s.scheduler_name}",
+        ),
         ("labelSelector", f"{api.LABEL_MANAGED_BY}!={api.MANAGED_BY}"),
     ]
 
@@ -187,8 +197,19 @@ def informers(ctl: Controller, kube: Kube, loop: asyncio.AbstractEventLoop) -> l
 
     return [
         Informer(kube, "nodes", "/api/v1/nodes", node_q, cache.on_nodes, loop, node_view),
-        Informer(kube, "pods", "/api/v1/pods", ours, pods("ours"), loop, lambda o: trim_pod(o, True)),
-        Informer(kube, "foreign", "/api/v1/pods", others, pods("others"), loop, lambda o: trim_pod(o, False)),
+        Informer(kube, "pods", "/api/v1/pods", ours, pods("ours"), loop, lambda o: trim_pod(o, "ours")),
+        Informer(
+            kube,
+            "workload",
+            "/api/v1/pods",
+            workload,
+            pods("workload"),
+            loop,
+            lambda o: trim_pod(o, "workload"),
+        ),
+        Informer(
+            kube, "foreign", "/api/v1/pods", others, pods("others"), loop, lambda o: trim_pod(o, "others")
+        ),
         Informer(kube, "namespaces", "/api/v1/namespaces", [], cache.on_namespaces, loop, ns_trim),
     ]
 

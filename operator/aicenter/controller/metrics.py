@@ -76,6 +76,7 @@ class Metrics:
         self.pods_created = Counter(
             "aicenter_pods_created_total", "Replica pods created (bound to their node)"
         )
+        self.pods_bound = Counter("aicenter_pods_bound_total", "Others' pods bound (the Binding subresource)")
         self.pods_deleted = Counter("aicenter_pods_deleted_total", "Pod deletions the API server accepted")
         self.delete_errors = Counter(
             "aicenter_pod_delete_errors_total", "Pod deletions that failed (retried)"
@@ -109,6 +110,8 @@ class Metrics:
         for m in (
             self.admitted,
             self.pods_created,
+            self.pods_bound,
+            self.pods_bound,
             self.pods_deleted,
             self.delete_errors,
             self.admission_errors,

@@ -16,7 +16,8 @@ from aicenter import api
 from aicenter.api import Obj
 
 from .cache import Cache
-from .kube import MERGE, ApiError, Kube
+from .events import Events
+from .kube import MERGE, STRATEGIC, ApiError, Kube
 from .metrics import Metrics
 from .objects import rfc3339
 from .records import JobRecord, write_job_status
@@ -164,10 +165,14 @@ def _comparable(st: Obj) -> tuple:
 
 
 class StatusWriter:
-    def __init__(self, cache: Cache, kube: Kube, metrics: Metrics, spawn: Callable) -> None:
+    def __init__(
+        self, cache: Cache, kube: Kube, metrics: Metrics, spawn: Callable, events: Events, clock: Callable
+    ) -> None:
         self.cache, self.kube, self.metrics, self.spawn = cache, kube, metrics, spawn
+        self.events, self.clock = events, clock
         self._written: dict[str, tuple] = {}  # centre/quota status path → what was written
         self._flying: set[str] = set()
+        self._pod_written: dict[str, str] = {}  # pod key → the PodScheduled reason last written
 
     def flush_jobs(self) -> None:
         """Write the statuses of jobs that changed (not those with writes of their own in flight)."""
@@ -195,12 +200,59 @@ class StatusWriter:
         finally:
             self._flying.discard(rec.key)
 
+    def flush_pods(self) -> None:
+        """Waiting pods we schedule for others say why, where people look (as kube-scheduler does):
+        ``PodScheduled=False`` with the reason, and a ``FailedScheduling`` Event — when it changes."""
+        for g in self.cache.groups.values():
+            if not g.reason or g.busy:
+                continue
+            text = f"{g.reason}: {g.message}"
+            for key in g.members:
+                p = self.cache.pods.get(key)
+                if p is None or p.node or not p.live or key in g.binding:
+                    continue
+                if p.scheduled_reason == text or self._pod_written.get(key) == text or key in self._flying:
+                    continue
+                self._flying.add(key)
+                self._pod_written[key] = text
+                self.spawn(self._write_pod(key, g.reason, g.message))
+        if len(self._pod_written) > 100_000:
+            self._pod_written = {k: v for k, v in self._pod_written.items() if k in self.cache.pods}
+
+    async def _write_pod(self, key: str, reason: str, message: str) -> None:
+        ns, name = key.split("/", 1)
+        cond = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": f"{reason}: {message}",
+            "lastTransitionTime": rfc3339(self.clock()),
+        }
+        try:
+            await self.kube.run(
+                "PATCH",
+                f"/api/v1/namespaces/{ns}/pods/{name}/status",
+                body={"status": {"conditions": [cond]}},
+                content_type=STRATEGIC,
+            )
+            self.metrics.status_writes.inc()
+            self.events.pod(ns, name, "Warning", "FailedScheduling", "Schedule", f"{reason}: {message}")
+        except ApiError as e:
+            self._pod_written.pop(key, None)
+            if e.status != 404:
+                log.info("condition of pod %s: %s", key, e)
+        finally:
+            self._flying.discard(key)
+
     async def refresh_sites(self, now: float) -> None:
         """AICenter and GPUQuota status, written when they changed."""
         per_q: dict[str, list[int]] = {}
         for rec in self.cache.jobs.values():
             if rec.quota and not rec.finished:
                 per_q.setdefault(rec.quota, [0, 0])[0 if rec.placements else 1] += 1
+        for g in self.cache.groups.values():
+            if g.quota:
+                per_q.setdefault(g.quota, [0, 0])[0 if g.held else 1] += 1
         todo = [
             (f"{api.GROUP_PATH}/{api.PLURAL_AICENTERS}/{n}/status", center_status(self.cache, n, now))
             for n in sorted(self.cache.center_objs)
@@ -246,6 +298,14 @@ def gauge_lines(cache: Cache, leader: bool, version: str) -> list[str]:
         i = 0 if rec.placements else 2
         c[i] += 1
         c[i + 1] += rec.spec.total_gpus
+    for g in cache.groups.values():  # others' pod groups count as jobs of their quota too
+        if g.quota is None:
+            continue
+        c = per_q.setdefault(g.quota, [0, 0, 0, 0])
+        gpus = sum(p.requests.get(api.DEFAULT_GPU_RESOURCE, 0) for k in g.members if (p := cache.pods.get(k)))
+        i = 0 if g.held else 2
+        c[i] += 1
+        c[i + 1] += gpus
     lines += [
         "# HELP aicenter_quota_jobs Jobs per quota, admitted or pending",
         "# TYPE aicenter_quota_jobs gauge",
@@ -265,8 +325,10 @@ def gauge_lines(cache: Cache, leader: bool, version: str) -> list[str]:
         "# TYPE aicenter_quota_class_gpus gauge",
     ]
     for q in sorted(ledger.usage):
+        spec = ledger.specs.get(q)
+        where = f'center="{spec.center if spec else ""}",cohort="{(spec.cohort or "") if spec else ""}",'
         for cls, u in sorted(ledger.usage[q].items()):
-            lab = f'quota="{q}",gpu_class="{cls}"'
+            lab = f'{where}quota="{q}",gpu_class="{cls}"'
             for state, v in (
                 ("used", u.used),
                 ("guaranteed", u.guaranteed),

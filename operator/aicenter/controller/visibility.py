@@ -10,10 +10,17 @@ from typing import Any
 
 from aicenter.core.placement import key_noun
 
+from .groups import group_of_unit, is_group_unit
 from .loop import Controller
 
 
+class NotLeader(Exception):
+    """A standby replica has no queue of its own: the leader must answer (HTTP 421)."""
+
+
 def snapshot(ctl: Controller, what: str, query: dict[str, str]) -> Any:
+    if not ctl.leader:
+        raise NotLeader("this replica stands by; the leader schedules and answers")
     now = ctl.clock()
     if what == "queue":
         return {"generatedAt": now, "pending": _queue(ctl, now, query.get("quota"), query.get("center"))}
@@ -30,20 +37,27 @@ def _queue(ctl: Controller, now: float, quota: str | None, center: str | None) -
     out = []
     for i, p in enumerate(ctl.queue, 1):
         w = ctl.sched.workloads.get(p.key)
-        rec = ctl.cache.jobs.get(p.key.split("#", 1)[0])
-        if w is None or rec is None:
+        if is_group_unit(p.key):
+            g = ctl.cache.groups.get(group_of_unit(p.key))
+            owner = (g.namespace, g.ident.name, g.ident.kind, g.center) if g is not None else None
+        else:
+            rec = ctl.cache.jobs.get(p.key.split("#", 1)[0])
+            owner = (rec.namespace, rec.name, "GPUJob", rec.center) if rec is not None else None
+        if w is None or owner is None:
             continue
-        if (quota and w.quota != quota) or (center and rec.center != center):
+        namespace, name, kind, in_center = owner
+        if (quota and w.quota != quota) or (center and in_center != center):
             continue
         out.append(
             {
                 "position": i,
-                "namespace": rec.namespace,
-                "name": rec.name,
+                "namespace": namespace,
+                "name": name,
+                "kind": kind,
                 "unit": p.key,
                 "quota": w.quota,
-                "center": rec.center,
-                "gpuClass": w.gpu_class,
+                "center": in_center,
+                "gpuClass": w.gpu_class or _only_class(ctl, w.quota),
                 "replicas": w.replicas,
                 "gpusPerReplica": w.gpus_per_replica,
                 "gpus": w.gpus,
@@ -54,6 +68,13 @@ def _queue(ctl: Controller, now: float, quota: str | None, center: str | None) -
             }
         )
     return out
+
+
+def _only_class(ctl: Controller, quota: str) -> str | None:
+    """The class a job without one will get: its quota's, when the quota has just one."""
+    spec = ctl.sched.ledger.specs.get(quota)
+    classes = spec.classes() if spec else []
+    return classes[0] if len(classes) == 1 else None
 
 
 def _job(ctl: Controller, now: float, namespace: str, name: str) -> dict:
