@@ -45,13 +45,18 @@ from install_helpers import Audited, Release, audit_entries, service_account_tok
 from aicenter import api
 from aicenter.api import rbac
 from aicenter_testbed.cluster import LocalCluster
+from aicenter_testbed.sim.nodes import KWOK_TOLERATION
 from aicenter_testbed.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
 #: Rights the table grants that the scenario cannot exercise, each with the reason. Empty: the scenario
 #: uses every one (the test fails on a grant it never uses that is not listed here).
-NOT_EXERCISED: dict[tuple[str, str, str], str] = {}
+NOT_EXERCISED: dict[tuple[str, str, str], str] = {
+    ("kubeflow.org", kind, "get"): "no Kubeflow training operator (nor its CRDs) on the test bed; the"
+    " rule is read by the same code path as batch Jobs' (tests/test_groups.py covers the sizes)"
+    for kind in ("pytorchjobs", "tfjobs", "mpijobs", "xgboostjobs", "paddlejobs", "jaxjobs")
+}
 
 SCRAPER = "metrics-scraper"  # a ServiceAccount bound to <fullname>-metrics-reader by metrics.readers
 
@@ -162,6 +167,16 @@ def _scenario(cluster, release: Release, sa_kubeconfig: Path, namespaces: tuple[
             f"/apis/coordination.k8s.io/v1/namespaces/{release.namespace}/leases/{release.lease_name}",
         )
         assert lease["spec"]["holderIdentity"]
+        # others' workloads: a batch Job whose pods name the operator as their scheduler (it reads the
+        # Job's parallelism and binds the pods; quota b reclaims from the borrowing gang, by deletion),
+        # a pod too big for any node (it says why in PodScheduled), and a GPUJob of higher priority that
+        # preempts the Job's pods within quota b (the Eviction API)
+        call(cluster, "POST", f"/apis/batch/v1/namespaces/{ns_b}/jobs", _batch_job("wl", 2, 4))
+        wait_for(lambda: len(_bound(cluster, ns_b, "app=wl")) == 2, 90, "the Job's pods bound")
+        call(cluster, "POST", f"/api/v1/namespaces/{ns_b}/pods", _pod("huge", 16))
+        wait_for(lambda: _scheduled_message(cluster, ns_b, "huge"), 60, "the waiting pod to say why")
+        submit(cluster, ns_b, job_manifest("boss", 2, 8, priority=100))
+        wait_phase(cluster, ns_b, "boss", "Running", timeout=90)
         # --metrics-auth: no token, 401; a token not allowed the path, 403; the metrics reader's, 200
         scraper = service_account_token(cluster, release.namespace, SCRAPER)
         operator = service_account_token(cluster, release.namespace, release.service_account)
@@ -179,6 +194,41 @@ def _scenario(cluster, release: Release, sa_kubeconfig: Path, namespaces: tuple[
         f"/apis/coordination.k8s.io/v1/namespaces/{release.namespace}/leases/{release.lease_name}",
     )
     assert not lease["spec"].get("holderIdentity"), "the Lease was not released on a clean exit"
+
+
+def _pod_spec(gpus: int) -> dict:
+    return {
+        "schedulerName": api.DEFAULT_SCHEDULER_NAME,
+        "restartPolicy": "Never",
+        "tolerations": [dict(KWOK_TOLERATION)],
+        "terminationGracePeriodSeconds": 0,
+        "containers": [{"name": "m", "image": "x", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}],
+    }
+
+
+def _batch_job(name: str, n: int, gpus: int) -> dict:
+    tmpl = {"metadata": {"labels": {"app": name}}, "spec": _pod_spec(gpus)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {"parallelism": n, "completions": n, "backoffLimit": 0, "template": tmpl},
+    }
+
+
+def _pod(name: str, gpus: int) -> dict:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": _pod_spec(gpus)}
+
+
+def _bound(cluster, ns: str, selector: str) -> list[dict]:
+    items = call(cluster, "GET", f"/api/v1/namespaces/{ns}/pods?labelSelector={selector}")["items"]
+    return [p for p in items if p["spec"].get("nodeName") and not p["metadata"].get("deletionTimestamp")]
+
+
+def _scheduled_message(cluster, ns: str, name: str) -> str | None:
+    pod = call(cluster, "GET", f"/api/v1/namespaces/{ns}/pods/{name}")
+    cond = next((c for c in pod["status"].get("conditions") or () if c["type"] == "PodScheduled"), {})
+    return cond.get("message") if cond.get("status") == "False" else None
 
 
 def _wait_no_operator_pods(cluster) -> None:

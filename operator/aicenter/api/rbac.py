@@ -89,12 +89,6 @@ CLUSTER_RULES: tuple[Rule, ...] = (
         ("patch",),
         "write centre and quota status (merge patch)",
     ),
-    Rule(
-        "apiextensions.k8s.io",
-        ("customresourcedefinitions",),
-        LIST_WATCH,
-        "kopf's resource observer lists and watches the CRDs (settings.scanning)",
-    ),
 )
 
 METRICS_AUTH_RULES: tuple[Rule, ...] = (
@@ -119,12 +113,37 @@ WORKLOAD_RULES: tuple[Rule, ...] = (
         ("create", "delete"),
         "a GPUJob's replica pods: create them on their nodes (spec.nodeName), delete (preemption, orphans)",
     ),
+    Rule(
+        "",
+        ("pods/binding",),
+        ("create",),
+        "bind others' pods that name the operator as their scheduler (Jobs, Deployments, …)",
+    ),
+    Rule(
+        "",
+        ("pods/eviction",),
+        ("create",),
+        "preempt others' pods through the Eviction API (PodDisruptionBudgets apply)",
+    ),
+    Rule(
+        "",
+        ("pods/status",),
+        ("patch",),
+        "PodScheduled=False with the reason on others' pods that wait (as kube-scheduler does)",
+    ),
+    Rule("batch", ("jobs",), ("get",), "a Job's parallelism: the size of its pods' gang"),
+    Rule(
+        "kubeflow.org",
+        ("pytorchjobs", "tfjobs", "mpijobs", "xgboostjobs", "paddlejobs", "jaxjobs"),
+        ("get",),
+        "a Kubeflow training job's replicas: the size of its pods' gang",
+    ),
     Rule("", ("services",), ("create",), "a headless Service per multi-replica GPUJob (owner reference)"),
     Rule(
         "events.k8s.io",
         ("events",),
         ("create",),
-        "Events on GPUJobs: admission, placement, preemption, finish",
+        "Events on GPUJobs (admission, placement, preemption, finish) and on the pods it binds or evicts",
     ),
     Rule(
         GROUP,

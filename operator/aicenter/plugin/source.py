@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import kubernetes
 
@@ -22,6 +22,7 @@ from aicenter.controller.kube import ApiError, Kube
 
 SERVICE_LABEL = "app.kubernetes.io/name=aicenter-operator"
 PORT_NAME = "metrics"
+STANDBY_RETRIES = 12
 API_PREFIX = "/visibility/v1"
 WHAT = ("queue", "job", "centers", "quotas")
 
@@ -90,33 +91,44 @@ class ProxySource:
         return f"/api/v1/namespaces/{self.namespace}/services/{self.service}:{self.port}/proxy{API_PREFIX}"
 
     def get(self, what: str, query: dict[str, str] | None = None) -> dict[str, Any]:
-        try:
-            return self.kube.request(
-                "GET", f"{self.path}/{what}", query=list((query or {}).items()), timeout=self.timeout
-            )
-        except ApiError as e:
-            if e.status == 401:
-                raise PluginError(
-                    "the operator asks for a bearer token on its visibility API (--metrics-auth), and "
-                    "the API server's service proxy does not pass yours on: port-forward the operator's "
-                    "Service and use --endpoint with --token-file (docs/admin.md)"
-                ) from None
-            if e.status == 403 and "services/proxy" not in e.message:
-                raise PluginError(f"the operator refused {API_PREFIX}/{what}: {e.message}") from None
-            if e.status == 403:
-                raise PluginError(
-                    f"forbidden: reading the operator's visibility API through the API server needs "
-                    f'"get" on "services/proxy" for service {self.service} in namespace {self.namespace} '
-                    f"(docs/admin.md has a Role), or use --endpoint. The API server said: {e.message}"
-                ) from None
-            if e.status == 503:
-                raise PluginError(
-                    f"the operator's service {self.namespace}/{self.service} has no ready endpoint "
-                    f"(is the operator running?): {e.message}"
-                ) from None
-            if e.status == 0:
-                raise PluginError(f"cannot reach the API server: {e.reason}: {e.message}") from None
-            raise _http_error(e.status, e.message, what, query, self.describe()) from None
+        for _ in range(STANDBY_RETRIES):
+            try:
+                return self.kube.request(
+                    "GET", f"{self.path}/{what}", query=list((query or {}).items()), timeout=self.timeout
+                )
+            except ApiError as e:
+                if e.status != 421:
+                    return self._fail(e, what, query)
+                # the Service picked a standby replica: ask again (the Service spreads requests)
+        raise PluginError(
+            f"{STANDBY_RETRIES} answers in a row came from standby replicas of {self.describe()}: "
+            "port-forward the leader's pod and use --endpoint (docs/admin.md)"
+        )
+
+    def _fail(self, e: ApiError, what: str, query: dict[str, str] | None) -> NoReturn:
+        """Say plainly why the proxy path failed."""
+        if e.status == 401:
+            raise PluginError(
+                "the operator asks for a bearer token on its visibility API (--metrics-auth), and "
+                "the API server's service proxy does not pass yours on: port-forward the operator's "
+                "Service and use --endpoint with --token-file (docs/admin.md)"
+            ) from None
+        if e.status == 403 and "services/proxy" not in e.message:
+            raise PluginError(f"the operator refused {API_PREFIX}/{what}: {e.message}") from None
+        if e.status == 403:
+            raise PluginError(
+                f"forbidden: reading the operator's visibility API through the API server needs "
+                f'"get" on "services/proxy" for service {self.service} in namespace {self.namespace} '
+                f"(docs/admin.md has a Role), or use --endpoint. The API server said: {e.message}"
+            ) from None
+        if e.status == 503:
+            raise PluginError(
+                f"the operator's service {self.namespace}/{self.service} has no ready endpoint "
+                f"(is the operator running?): {e.message}"
+            ) from None
+        if e.status == 0:
+            raise PluginError(f"cannot reach the API server: {e.reason}: {e.message}") from None
+        raise _http_error(e.status, e.message, what, query, self.describe()) from None
 
 
 def _http_error(status: int, body: str, what: str, query: dict[str, str] | None, where: str) -> PluginError:
