@@ -12,7 +12,7 @@ import pytest
 
 from aicenter_testbed.fleet import GPU_RESOURCE, iter_nodes, load_fleet, scale_fleet
 from aicenter_testbed.sim import faults
-from aicenter_testbed.sim.nodes import create_nodes, node_manifest, wait_nodes_ready
+from aicenter_testbed.sim.nodes import NodeTracker, create_nodes, node_manifest, wait_nodes_ready
 from aicenter_testbed.sim.pods import gpu_pod_manifest
 from aicenter_testbed.sim.stages import ANN_FAULT
 from aicenter_testbed.waiting import wait_for
@@ -71,6 +71,25 @@ def test_node_not_ready_shows_in_the_api_and_clears(cluster, fault_node):
         timeout=60,
         what="the node Ready again and its not-ready taint removed",
     )
+
+
+def test_node_tracker_follows_a_fault_through_its_watch(cluster, fault_node):
+    """NodeTracker (what `up` and the fleet benchmark count with) sees a node go down and come back."""
+    tracker = NodeTracker(cluster).start()
+    try:
+        assert tracker.counts([fault_node]) == {"seen": 1, "ready": 1, "schedulable": 1}
+        faults.node_not_ready(cluster, fault_node)
+        wait_for(lambda: fault_node in tracker.not_ready(), timeout=60, what="the tracker to see NotReady")
+        assert tracker.unschedulable([fault_node]) == [fault_node]
+        faults.clear(cluster, fault_node)
+        wait_for(
+            lambda: tracker.counts([fault_node])["schedulable"] == 1,
+            timeout=60,
+            what="the tracker to see it Ready and untainted again",
+        )
+        assert tracker.events >= 2 and tracker.relists == 1  # watched, not listed again
+    finally:
+        tracker.stop()
 
 
 def test_kwok_stage_alone_takes_an_annotated_node_down_and_back(cluster, fault_node):

@@ -74,6 +74,11 @@ def test_cli_up_nodes_status_down(tmp_path):
         pids = state["pids"]
         assert set(pids) == set(LocalCluster.COMPONENTS)
         supervisor = int((d / "supervisor.pid").read_text())
+        # Sized for the fleet it was started for; a small one keeps the kubelet-like defaults.
+        tuning = state["tuning"]
+        assert tuning["nodes"] == 6
+        assert (tuning["node_lease_seconds"], tuning["node_monitor_grace_seconds"]) == (120, 150)
+        assert "--nodes\x006" in Path(f"/proc/{supervisor}/cmdline").read_text()
 
         st = run("status", "--dir", str(d))
         assert st.returncode == 0, st.stdout + st.stderr

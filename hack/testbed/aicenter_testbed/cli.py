@@ -9,8 +9,10 @@
 
 ``up`` builds the tools if needed, starts a supervisor process in the background (it owns and
 reaps the control-plane processes; their PIDs are in ``DIR/cluster.json``, its own in
-``DIR/supervisor.pid``), creates the fleet's nodes and prints the kubeconfig path. ``down`` asks the
-supervisor to stop everything. The default DIR is ``.testbed/`` in the repository.
+``DIR/supervisor.pid``), creates the fleet's nodes and prints the kubeconfig path. The control
+plane is sized for the fleet (:mod:`aicenter_testbed.sim.tuning`); while nodes are created and come
+up, a progress bar (on a terminal) or a progress line every 15 s shows how far it is. ``down`` asks
+the supervisor to stop everything. The default DIR is ``.testbed/`` in the repository.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from aicenter_testbed.fleet import DEFAULT_PRESET, load_fleet, scale_fleet
@@ -31,6 +34,7 @@ from aicenter_testbed.fleet import DEFAULT_PRESET, load_fleet, scale_fleet
 STATE_FILE = "cluster.json"
 SUPERVISOR_PID = "supervisor.pid"
 SUPERVISOR_LOG = "supervisor.log"
+SERVE = [sys.executable, "-m", "aicenter_testbed.cli", "_serve"]  # the detached supervisor's command
 
 
 def _err(msg: str) -> None:
@@ -89,27 +93,139 @@ def _fleet(args: argparse.Namespace):
     return scale_fleet(fleet, args.scale, centers=centers)
 
 
-def add_nodes(client, fleet, wait: bool = True, timeout: float = 600, workers: int = 16) -> dict:
-    """Create the fleet's nodes in a running cluster and (optionally) wait until all are Ready."""
-    from aicenter_testbed.sim.nodes import create_nodes, fleet_manifests, wait_nodes_ready
+def default_timeout(nodes: int) -> float:
+    """Seconds ``up``/``nodes`` wait by default: 10 min, plus 50 ms a node (41,250 nodes: 44 min)."""
+    return 600 + 0.05 * nodes
+
+
+class Progress:
+    """Progress while nodes are created and come up: a bar redrawn every second on a terminal, else a
+    line every ``every`` seconds (a run shorter than that prints nothing)."""
+
+    def __init__(self, total: int, stream=None, every: float | None = None) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = every or (1.0 if self.tty else 15.0)
+        self.t0 = time.monotonic()
+        self.created = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.counts: Callable[[], dict[str, int]] = lambda: {"seen": 0, "ready": 0, "schedulable": 0}
+        self.lines = 0
+
+    def done_one(self, *_: object) -> None:
+        with self._lock:
+            self.created += 1
+
+    def line(self) -> str:
+        c = self.counts()
+        el = time.monotonic() - self.t0
+        rate = self.created / el if el > 0 else 0.0
+        elapsed = f"{int(el // 60)}m{int(el % 60):02d}s"
+        text = (
+            f"{self.created:,}/{self.total:,} nodes created ({rate:.0f}/s), "
+            f"{c['ready']:,} Ready, {c['schedulable']:,} Ready and untainted, {elapsed}"
+        )
+        if self.tty:
+            width = 24
+            filled = int(width * c["schedulable"] / self.total) if self.total else width
+            return f"\r[aicenter-testbed] [{'#' * filled}{'.' * (width - filled)}] {text}\x1b[K"
+        return f"[aicenter-testbed] {text}\n"
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):  # a reporting period, not synchronisation
+            self.stream.write(self.line())
+            self.stream.flush()
+            self.lines += 1
+
+    def start(self) -> Progress:
+        self._thread = threading.Thread(target=self._run, name="progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        if self.tty and self.lines:
+            self.stream.write(self.line() + "\n")
+            self.stream.flush()
+
+
+def add_nodes(
+    client,
+    fleet,
+    wait: bool = True,
+    timeout: float | None = None,
+    workers: int = 16,
+    progress: bool = False,
+    tracker=None,
+) -> dict:
+    """Create the fleet's nodes in a running cluster and (optionally) wait until all are Ready.
+
+    Readiness (Ready and free of ``node.kubernetes.io/*`` taints) is followed through one watch
+    (:class:`aicenter_testbed.sim.nodes.NodeTracker`), not by listing the fleet over and over.
+    ``progress`` reports on stderr (:class:`Progress`). ``timeout`` defaults to
+    :func:`default_timeout`. A started ``tracker`` of the caller's is used (and left running) instead
+    of one of its own.
+    """
+    from aicenter_testbed.sim.nodes import NodeTracker, create_nodes, fleet_manifests
+    from aicenter_testbed.waiting import WaitTimeout, wait_for
 
     t0 = time.monotonic()
     manifests = fleet_manifests(fleet)
-    res = create_nodes(client, manifests, workers=workers)
-    if res.failed:
-        first = next(iter(res.failed.items()))
-        raise SystemExit(f"{len(res.failed)} node(s) could not be created, e.g. {first[0]}: {first[1]}")
-    out = {
-        "nodes": len(manifests),
-        "created": len(res.created),
-        "existed": len(res.existed),
-        "gpus": sum(int(m["status"]["capacity"]["nvidia.com/gpu"]) for m in manifests),
-        "create_seconds": round(res.seconds, 2),
-    }
-    if wait:
-        wait_nodes_ready(client, [m["metadata"]["name"] for m in manifests], timeout=timeout)
-        out["ready_seconds"] = round(time.monotonic() - t0, 2)
+    names = [m["metadata"]["name"] for m in manifests]
+    timeout = timeout or default_timeout(len(names))
+    own = tracker is None and (wait or progress)
+    if own:
+        tracker = NodeTracker(client).start()
+    bar = Progress(len(names)) if progress else None
+    if bar is not None and tracker is not None:
+        bar.counts = lambda: tracker.counts(names)
+        bar.start()
+    try:
+        res = create_nodes(client, manifests, workers=workers, on_done=bar.done_one if bar else None)
+        if res.failed:
+            first = next(iter(res.failed.items()))
+            raise SystemExit(f"{len(res.failed)} node(s) could not be created, e.g. {first[0]}: {first[1]}")
+        out = {
+            "nodes": len(manifests),
+            "created": len(res.created),
+            "existed": len(res.existed),
+            "gpus": sum(int(m["status"]["capacity"]["nvidia.com/gpu"]) for m in manifests),
+            "create_seconds": round(res.seconds, 2),
+        }
+        del manifests  # the whole fleet's dicts are not needed while waiting
+        if wait:
+            assert tracker is not None
+            try:
+                wait_for(
+                    lambda: tracker.counts(names)["schedulable"] == len(names),
+                    timeout=max(1.0, timeout - (time.monotonic() - t0)),
+                    what=f"{len(names)} simulated nodes to be Ready and untainted",
+                    interval=0.2,
+                    max_interval=1.0,
+                )
+            except WaitTimeout as e:
+                missing = tracker.unschedulable(names)
+                raise WaitTimeout(f"{e}; {len(missing)} not ready, e.g. {missing[:5]}") from None
+            out["ready_seconds"] = round(time.monotonic() - t0, 2)
+    finally:
+        if bar is not None:
+            bar.stop()
+        if own:
+            tracker.stop()
     return out
+
+
+def cluster_tuning(d: Path) -> dict | None:
+    """The tuning a running test bed in ``d`` was started with (``cluster.json``), if known."""
+    try:
+        return json.loads((d / STATE_FILE).read_text()).get("tuning")
+    except (OSError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -144,23 +260,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     with open(d / SUPERVISOR_LOG, "ab") as log:
         sup = subprocess.Popen(
-            [sys.executable, "-m", "aicenter_testbed.cli", "_serve", "--dir", str(d)],
+            [*SERVE, "--dir", str(d), "--nodes", str(fleet.nodes)],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # detached: survives this command and the terminal
             close_fds=True,
         )
-    deadline = time.monotonic() + args.timeout
+    timeout = args.timeout or default_timeout(fleet.nodes)
+    deadline = time.monotonic() + timeout
     while not (d / STATE_FILE).is_file():
         if sup.poll() is not None:
             tail = (d / SUPERVISOR_LOG).read_text(errors="replace")[-4000:]
             _err(f"the control plane failed to start (logs in {d / 'logs'}):\n{tail}")
             return 1
         if time.monotonic() > deadline:
-            _err(
-                f"the control plane did not come up in {args.timeout:.0f}s; stopping it (logs: {d / 'logs'})"
-            )
+            _err(f"the control plane did not come up in {timeout:.0f}s; stopping it (logs: {d / 'logs'})")
             sup.send_signal(signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 sup.wait(timeout=60)
@@ -169,7 +284,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     _err(f"control plane up in {time.monotonic() - t0:.1f}s (supervisor pid {sup.pid})")
     client = ClusterClient(d / "kubeconfig")
     if args.scale > 0:
-        info = add_nodes(client, fleet, wait=True, timeout=args.timeout)
+        info = add_nodes(client, fleet, wait=True, timeout=timeout, progress=True)
         _err(
             f"{info['nodes']} simulated GPU nodes ({info['gpus']} GPUs) created in "
             f"{info['create_seconds']}s, all Ready after {info['ready_seconds']}s"
@@ -188,7 +303,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda *_: stop.set())
-    cluster = LocalCluster(d, keep_data=True, die_with_parent=True)
+    cluster = LocalCluster(d, keep_data=True, die_with_parent=True, expected_nodes=args.nodes)
     code = 0
     try:
         cluster.start()
@@ -264,8 +379,18 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
+    from aicenter_testbed.sim.tuning import tuning_for
+
     client = _client_for(args)
-    info = add_nodes(client, _fleet(args), wait=not args.no_wait, timeout=args.timeout)
+    fleet = _fleet(args)
+    tuned = cluster_tuning(Path(args.dir or default_dir()).resolve()) if not args.kubeconfig else None
+    if tuned and tuning_for(fleet.nodes).node_lease_seconds > tuned["node_lease_seconds"]:
+        _err(
+            f"this test bed was started for {tuned['nodes']:,} nodes; with {fleet.nodes:,} its node leases "
+            "and heartbeats may outrun the machine and nodes go NotReady: start it with "
+            "`aicenter-testbed up --scale ...` for the whole fleet instead"
+        )
+    info = add_nodes(client, fleet, wait=not args.no_wait, timeout=args.timeout, progress=True)
     print(json.dumps(info))
     return 0
 
@@ -286,10 +411,9 @@ def cmd_fault(args: argparse.Namespace) -> int:
 
 
 def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+    from aicenter_testbed.procs import rss_mib
+
+    return rss_mib(pid, key="VmRSS")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -298,10 +422,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     fleet = _fleet(args)
     t0 = time.monotonic()
-    with LocalCluster(args.dir) as cluster:
+    with LocalCluster(args.dir, expected_nodes=fleet.nodes) as cluster:
         control_plane_s = time.monotonic() - t0
         client = cluster.client()
-        info = add_nodes(client, fleet, wait=True, timeout=args.timeout, workers=args.workers)
+        info = add_nodes(client, fleet, wait=True, timeout=args.timeout, workers=args.workers, progress=True)
         rss_ready = {n: round(_rss_mib(p), 1) for n, p in cluster.pids().items()}
         settle_until = time.monotonic() + args.settle
         peak = dict(rss_ready)
@@ -316,6 +440,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "rss_mib_when_ready": rss_ready,
             "rss_mib_peak": peak,
             "settle_seconds": args.settle,
+            "tuning": cluster.tuning.as_dict(),
         }
     print(json.dumps(result, indent=2))
     return 0
@@ -339,10 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--dir", default=None, help="test-bed directory (default: .testbed/ in the repository)"
         )
 
+    timeout_help = "seconds to wait (default: 600 plus 50 ms a node)"
     p = sub.add_parser("up", help="start the control plane in the background and create the fleet's nodes")
     fleet_opts(p, 0.001)
     dir_opt(p)
-    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--timeout", type=float, default=None, help=timeout_help)
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop the test bed")
@@ -359,7 +485,7 @@ def build_parser() -> argparse.ArgumentParser:
     dir_opt(p)
     p.add_argument("--kubeconfig", default=None)
     p.add_argument("--no-wait", action="store_true", help="do not wait for the nodes to be Ready")
-    p.add_argument("--timeout", type=float, default=600)
+    p.add_argument("--timeout", type=float, default=None, help=timeout_help)
     p.set_defaults(func=cmd_nodes)
 
     p = sub.add_parser("fault", help="inject or clear a fault on a simulated node")
@@ -375,7 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=None, help="data directory (default: a temporary one, removed)")
     p.add_argument("--workers", type=int, default=16, help="threads creating nodes")
     p.add_argument("--settle", type=float, default=60, help="seconds to keep sampling RSS after Ready")
-    p.add_argument("--timeout", type=float, default=900)
+    p.add_argument("--timeout", type=float, default=None, help=timeout_help)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("tools", help="build (if needed) and print the pinned tools")
@@ -384,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("_serve")  # internal: the detached supervisor (no help: not listed)
     p.add_argument("--dir", required=True)
+    p.add_argument("--nodes", type=int, default=0, help="simulated nodes the cluster is sized for")
     p.set_defaults(func=cmd_serve)
     return ap
 

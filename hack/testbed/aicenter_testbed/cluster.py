@@ -38,6 +38,7 @@ from typing import Any
 import yaml
 
 from aicenter_testbed.procs import free_port
+from aicenter_testbed.sim.tuning import Tuning, tuning_for
 from aicenter_testbed.tools import KUBERNETES, Tools, ensure_tools
 from aicenter_testbed.waiting import WaitTimeout, wait_for
 
@@ -51,9 +52,16 @@ ADMISSION_PLUGINS = (
     "MutatingAdmissionWebhook,ValidatingAdmissionPolicy,ValidatingAdmissionWebhook,ResourceQuota"
 )
 #: kwok renews each node's Lease every quarter of this; the node lifecycle controller's grace period
-#: is set well above the renew interval so a busy 2-core machine does not flap 1,000 nodes.
+#: is set well above the renew interval so a busy 2-core machine does not flap 1,000 nodes. These
+#: are the small-fleet values; a cluster started for more nodes stretches them
+#: (:func:`aicenter_testbed.sim.tuning.tuning_for`, ``LocalCluster(expected_nodes=...)``).
 NODE_LEASE_SECONDS = 120
 NODE_MONITOR_GRACE = "150s"
+#: kube-controller-manager's controllers: all but the TTL controller, which re-annotates every Node
+#: (``node.alpha.kubernetes.io/ttl``, a hint for kubelets' secret caches) each time the cluster
+#: grows past a size boundary: ~55,000 Node patches while a 41,250-node fleet is created, for no
+#: kubelet to read.
+CONTROLLERS = "*,-ttl-controller"
 PORT_CLASH_MARKERS = ("address already in use", "bind: address", "failed to listen")
 #: The audit policy of ``LocalCluster(audit=True)``: who did what (user, verb, resource, namespace,
 #: name, response code) for every ServiceAccount, without request or response bodies.
@@ -464,6 +472,8 @@ class LocalCluster:
         verbosity: int = 1,
         keep_data: bool | None = None,
         audit: bool = False,
+        expected_nodes: int | None = None,
+        tuning: Tuning | None = None,
     ) -> None:
         self._tmp = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="aicenter-testbed-")).resolve()
@@ -473,6 +483,9 @@ class LocalCluster:
         self.start_timeout = start_timeout
         self.die_with_parent = die_with_parent
         self.verbosity = verbosity
+        #: kwok's lease and heartbeat intervals and the node lifecycle controller's periods, sized for
+        #: the number of simulated nodes the cluster will hold (the defaults below ~1,500 nodes).
+        self.tuning = tuning or tuning_for(expected_nodes)
         self.procs: dict[str, Process] = {}
         self.ports: dict[str, int] = {}
         self.pki = self.data_dir / "pki"
@@ -651,6 +664,9 @@ class LocalCluster:
                 "--initial-cluster-state=new",
                 "--unsafe-no-fsync=true",  # a throw-away test store: durability is not wanted, speed is
                 "--quota-backend-bytes=8589934592",
+                # Snapshot (and trim the in-memory raft log) every 10,000 writes, not 100,000: creating
+                # 41,250 Nodes of ~4 KiB otherwise keeps ~0.5 GiB of log entries in memory.
+                "--snapshot-count=10000",
                 "--log-level=warn",
             ],
             self.logs / "etcd.log",
@@ -689,7 +705,8 @@ class LocalCluster:
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
                 "--authorization-mode=Node,RBAC",
-                f"--enable-admission-plugins={ADMISSION_PLUGINS}",
+                *self._admission_plugin_flags(),
+                *self._request_timeout_flags(),
                 f"--service-account-issuer={SA_ISSUER}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
@@ -705,6 +722,21 @@ class LocalCluster:
             ],
             self.logs / "kube-apiserver.log",
         )
+
+    def _admission_plugin_flags(self) -> list[str]:
+        """``--enable-admission-plugins=ADMISSION_PLUGINS``; when the tuning says new nodes start
+        untainted (large fleets: lifting 41,250 not-ready taints was the bring-up's critical path),
+        ``TaintNodesByCondition`` is left out of it and disabled (it is on by default)."""
+        if self.tuning.taint_new_nodes:
+            return [f"--enable-admission-plugins={ADMISSION_PLUGINS}"]
+        plugins = ",".join(p for p in ADMISSION_PLUGINS.split(",") if p != "TaintNodesByCondition")
+        return [f"--enable-admission-plugins={plugins}", "--disable-admission-plugins=TaintNodesByCondition"]
+
+    def _request_timeout_flags(self) -> list[str]:
+        """A longer ``--request-timeout`` on large fleets: the watch cache keeps this plus 15 s of
+        history, so a slow LIST of the whole fleet can be followed by a WATCH from its version."""
+        t = self.tuning.request_timeout_seconds
+        return [] if t == 60 else [f"--request-timeout={t}s"]
 
     def _apiserver_ready(self) -> bool:
         status, _ = _Https(self.pki).get(f"https://127.0.0.1:{self.ports['apiserver']}/readyz", timeout=3)
@@ -739,11 +771,16 @@ class LocalCluster:
                 f"--cluster-signing-cert-file={pki / 'ca.crt'}",
                 f"--cluster-signing-key-file={pki / 'ca.key'}",
                 "--cluster-name=aicenter-testbed",
-                "--controllers=*",
+                f"--controllers={CONTROLLERS}",
                 "--enable-garbage-collector=true",
-                f"--node-monitor-grace-period={NODE_MONITOR_GRACE}",
-                "--kube-api-qps=200",
-                "--kube-api-burst=400",
+                f"--node-monitor-grace-period={self.tuning.node_monitor_grace_seconds}s",
+                f"--node-monitor-period={self.tuning.node_monitor_period_seconds}s",
+                # Each controller has its own client (service-account credentials) and rate limit. The
+                # node lifecycle controller spends three requests on each new node (read, lift the
+                # not-ready taint, a RegisteredNode event): at 200 QPS that caps a fleet's bring-up
+                # at ~66 nodes/s. The machine's CPU is the limit that should bind, not this.
+                "--kube-api-qps=1000",
+                "--kube-api-burst=2000",
                 f"--v={self.verbosity}",
             ],
             self.logs / "kube-controller-manager.log",
@@ -780,7 +817,8 @@ class LocalCluster:
         from aicenter_testbed.sim.stages import kwok_config_documents
 
         path = self.data_dir / "kwok.yaml"
-        path.write_text(yaml.safe_dump_all(kwok_config_documents(NODE_LEASE_SECONDS), sort_keys=False))
+        docs = kwok_config_documents(tuning=self.tuning)
+        path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
         return path
 
     def _kwok(self) -> Process:
@@ -796,7 +834,8 @@ class LocalCluster:
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 f"--server-address=127.0.0.1:{self.ports['kwok']}",
-                f"--node-lease-duration-seconds={NODE_LEASE_SECONDS}",
+                f"--node-lease-duration-seconds={self.tuning.node_lease_seconds}",
+                f"--v={self.tuning.kwok_log_level}",
             ],
             self.logs / "kwok.log",
             env={"HOME": str(home)},
@@ -813,6 +852,7 @@ class LocalCluster:
             "pids": self.pids(),
             "ports": self.ports,
             "logs": str(self.logs),
+            "tuning": self.tuning.as_dict(),
         }
         (self.data_dir / "cluster.json").write_text(json.dumps(state, indent=2) + "\n")
 

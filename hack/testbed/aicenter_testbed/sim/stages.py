@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aicenter_testbed.sim.tuning import HEARTBEAT_JITTER_MS, HEARTBEAT_MS, Tuning
+
 STAGE_API = "kwok.x-k8s.io/v1alpha1"
 CONFIG_API = "config.kwok.x-k8s.io/v1alpha1"
 
@@ -34,8 +36,8 @@ FAULT_NOT_READY = "NotReady"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 KWOK_NODE_VALUE = "fake"
 
-HEARTBEAT_MS = 240_000  # kubelet-like status report frequency when Leases carry liveness
-HEARTBEAT_JITTER_MS = 300_000
+# HEARTBEAT_MS, HEARTBEAT_JITTER_MS (imported above): kubelet-like status report frequency when
+# Leases carry liveness; stretched on large fleets (aicenter_testbed.sim.tuning).
 
 
 def _jq(key: str, operator: str, values: list[str] | None = None) -> dict[str, Any]:
@@ -203,7 +205,9 @@ RUN_END_JQ = (
 )
 
 
-def node_stages() -> list[dict[str, Any]]:
+def node_stages(
+    heartbeat_ms: int = HEARTBEAT_MS, heartbeat_jitter_ms: int = HEARTBEAT_JITTER_MS
+) -> list[dict[str, Any]]:
     no_fault = _jq(_ann(ANN_FAULT), "DoesNotExist")
     return [
         _stage(
@@ -217,7 +221,7 @@ def node_stages() -> list[dict[str, Any]]:
             "Node",
             [_jq(".status.phase", "In", ["Running"]), _jq(READY_STATUS, "In", ["True"]), no_fault],
             [_status_patch(_NODE_HEARTBEAT)],
-            delay={"durationMilliseconds": HEARTBEAT_MS, "jitterDurationMilliseconds": HEARTBEAT_JITTER_MS},
+            delay={"durationMilliseconds": heartbeat_ms, "jitterDurationMilliseconds": heartbeat_jitter_ms},
         ),
         _stage(
             "aicenter-node-fault-not-ready",
@@ -263,24 +267,39 @@ def pod_stages() -> list[dict[str, Any]]:
     ]
 
 
-def all_stages() -> list[dict[str, Any]]:
-    return node_stages() + pod_stages()
+def all_stages(tuning: Tuning | None = None) -> list[dict[str, Any]]:
+    nodes = node_stages(tuning.heartbeat_ms, tuning.heartbeat_jitter_ms) if tuning else node_stages()
+    return nodes + pod_stages()
 
 
-def kwok_configuration(node_lease_seconds: int = 120, pod_cidr: str = "10.244.0.0/16") -> dict[str, Any]:
+def kwok_configuration(
+    node_lease_seconds: int = 120, pod_cidr: str = "10.244.0.0/16", lease_parallelism: int = 8
+) -> dict[str, Any]:
+    """kwok's options. Workers: 8 renew leases (``lease_parallelism``), 8 play node Stages, 8 play pod
+    Stages (kwok's default is 4 each; its API client has no rate limit, so these bound how many
+    writes it has in flight)."""
     return {
         "apiVersion": CONFIG_API,
         "kind": "KwokConfiguration",
         "options": {
             "cidr": pod_cidr,
             "nodeLeaseDurationSeconds": node_lease_seconds,
-            "nodeLeaseParallelism": 8,
+            "nodeLeaseParallelism": lease_parallelism,
             "nodePlayStageParallelism": 8,
             "podPlayStageParallelism": 8,
         },
     }
 
 
-def kwok_config_documents(node_lease_seconds: int = 120) -> list[dict[str, Any]]:
-    """The multi-document ``--config`` file for the kwok controller: its options and every Stage."""
-    return [kwok_configuration(node_lease_seconds), *all_stages()]
+def kwok_config_documents(
+    node_lease_seconds: int = 120, tuning: Tuning | None = None
+) -> list[dict[str, Any]]:
+    """The multi-document ``--config`` file for the kwok controller: its options and every Stage.
+
+    With ``tuning`` (:func:`aicenter_testbed.sim.tuning.tuning_for`) its lease duration and heartbeat
+    interval are used instead of ``node_lease_seconds`` and the kubelet-like defaults.
+    """
+    if tuning is None:
+        return [kwok_configuration(node_lease_seconds), *all_stages()]
+    options = kwok_configuration(tuning.node_lease_seconds, lease_parallelism=tuning.kwok_lease_parallelism)
+    return [options, *all_stages(tuning)]
