@@ -188,13 +188,13 @@ def test_cluster_role_is_the_rbac_table_without_wildcards(default_render, helm_h
 
 
 def test_operator_rights_are_least_privilege():
-    """What the operator no longer needs stays out: it creates pods with spec.nodeName (no Binding), never
-    reads single pods, nodes or CRs, writes Events through events.k8s.io only, and changes no CR but
-    GPUJobs (deleted after their TTL) and the status subresources (merge patches)."""
+    """What the operator no longer needs stays out: it creates its own pods with spec.nodeName (the
+    Binding is only for others' pods it schedules), never reads single pods, nodes or CRs, nor the CRDs
+    (kopf's scanning is off), writes Events through events.k8s.io only, and changes no CR but GPUJobs
+    (deleted after their TTL) and the status subresources (merge patches)."""
     granted = rbac.operator_permissions()
     for right in (
         [
-            ("", "pods/binding", "create"),
             ("", "pods", "get"),
             ("", "pods", "update"),
             ("", "pods", "patch"),
@@ -208,6 +208,8 @@ def test_operator_rights_are_least_privilege():
             ("", "events", "patch"),
             ("events.k8s.io", "events", "patch"),
             ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
+            ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
+            ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
             ("coordination.k8s.io", "leases", "list"),
             ("coordination.k8s.io", "leases", "watch"),
         ]

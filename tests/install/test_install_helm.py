@@ -170,6 +170,8 @@ def test_service_account_has_exactly_the_table_rights_by_impersonation(cluster, 
     assert can_i("patch", "gpuquotas.aicenter.dev", "--subresource=status") == "yes"
     assert can_i("update", "leases.coordination.k8s.io", "-n", ns) == "yes"
     assert can_i("create", "tokenreviews.authentication.k8s.io") == "yes"
+    assert can_i("create", "pods", "--subresource=binding", "-A") == "yes"  # others' pods it schedules
+    assert can_i("create", "pods", "--subresource=eviction", "-A") == "yes"
     for denied in (
         ("list", "secrets", "-A"),
         ("delete", "nodes"),
@@ -177,8 +179,10 @@ def test_service_account_has_exactly_the_table_rights_by_impersonation(cluster, 
         ("get", "pods", "-A"),
         ("create", "deployments.apps", "-n", ns),
         ("update", "pods", "-A"),
-        ("create", "pods", "--subresource=binding", "-A"),
+        ("update", "pods", "--subresource=binding", "-A"),
         ("create", "pods", "--subresource=exec", "-A"),
+        ("update", "pods", "--subresource=status", "-A"),
+        ("list", "jobs.batch", "-A"),
         ("list", "services", "-A"),
         ("create", "events", "-A"),
         ("patch", "events.events.k8s.io", "-A"),
@@ -228,14 +232,12 @@ def test_service_account_access_matrix(cluster, chart_release):
         ("", "events"),
         ("", "endpoints"),
         ("", "serviceaccounts/token"),
-        ("", "pods/binding"),
         ("", "pods/exec"),
-        ("", "pods/eviction"),
-        ("", "pods/status"),
+        ("", "pods/log"),
         ("", "nodes/status"),
         ("", "persistentvolumeclaims"),
         ("apps", "deployments"),
-        ("batch", "jobs"),
+        ("batch", "cronjobs"),
         ("rbac.authorization.k8s.io", "clusterroles"),
         ("rbac.authorization.k8s.io", "rolebindings"),
         ("authorization.k8s.io", "localsubjectaccessreviews"),
