@@ -591,6 +591,32 @@ class LocalCluster:
         if remove:
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def kill_and_restart(self, name: str, down_s: float = 0.0, timeout: float = 90.0) -> None:
+        """SIGKILL one component (``etcd``, ``kube-apiserver``, …) and start it again as it was: the same
+        ports, flags and data (a crash and a supervisor's restart). Returns once it is ready."""
+        proc = self.procs[name]
+        if proc.proc is not None and proc.proc.poll() is None:
+            proc.proc.send_signal(signal.SIGKILL)
+            proc.proc.wait(30)
+        if down_s:
+            time.sleep(down_s)  # how long the component stays down: the fault itself, not a wait
+        proc.start(die_with_parent=self.die_with_parent)
+        ready = {
+            "etcd": self._etcd_ready,
+            "kube-apiserver": self._apiserver_ready,
+            "kube-controller-manager": self._controller_manager_ready,
+            "kube-scheduler": self._scheduler_ready,
+            "kwok": self._kwok_ready,
+        }[name]
+
+        def up() -> bool:
+            try:
+                return ready()
+            except (OSError, ssl.SSLError, ValueError, KeyError):
+                return False
+
+        wait_for(up, timeout, f"{name} ready again after a restart")
+
     # -- starting ------------------------------------------------------------------------------
 
     def _start_with_retry(
