@@ -275,7 +275,10 @@ class Tracker:
 
 
 def apiserver_writes(client: ClusterClient) -> dict[str, float]:
-    """``apiserver_request_total`` of write verbs, summed by ``VERB resource[/subresource]``."""
+    """``apiserver_request_total`` of write verbs, summed by ``VERB resource[/subresource]``.
+
+    Writes the API server refused (code ≥ 400) are also under ``ERR <code> VERB resource``.
+    """
     status, text = client.request("GET", "/metrics", timeout=60)
     if status != 200 or not isinstance(text, str):
         raise BenchError(f"GET /metrics answered {status}")
@@ -292,6 +295,8 @@ def apiserver_writes(client: ClusterClient) -> dict[str, float]:
                 f"/{labels['subresource']}" if labels.get("subresource") else ""
             )
             out[f"{labels['verb']} {res}"] += float(value)
+            if labels.get("code", "200") >= "400":  # refused writes are counted apart too
+                out[f"ERR {labels['code']} {labels['verb']} {res}"] += float(value)
     return out
 
 
@@ -550,7 +555,8 @@ class Bench:
     @staticmethod
     def writes(w0: dict[str, float], w1: dict[str, float], pods: int) -> dict:
         delta = {k: w1.get(k, 0.0) - w0.get(k, 0.0) for k in w1}
-        delta = {k: v for k, v in delta.items() if v > 0}
+        errors = {k[4:]: int(v) for k, v in delta.items() if k.startswith("ERR ") and v > 0}
+        delta = {k: v for k, v in delta.items() if v > 0 and not k.startswith("ERR ")}
         total = sum(delta.values())
         workload = {k: v for k, v in delta.items() if k.split(" ", 1)[1].split("/")[0] not in BACKGROUND}
         wsum = sum(workload.values())
@@ -561,6 +567,7 @@ class Bench:
             "api_writes_per_pod": round(wsum / pods, 2) if pods else None,
             "api_writes_per_pod_all": round(total / pods, 2) if pods else None,
             "api_writes_by_resource": {k: int(v) for k, v in top},
+            "api_write_errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])),
         }
 
     def summarise(
