@@ -13,15 +13,24 @@ skipped, saying so. In order, sharing one module-scoped setup:
 5. fault injection: an unhealthy-GPU annotation shrinks the node's allocatable nvidia.com/gpu and
    the AICenter's healthy GPUs, a gang needing every GPU waits meanwhile, and recovery restores the
    GPUs and lets the gang run;
-6. ``helm uninstall`` removes what the chart installed.
+6. a GPUJob asking more CPU than a node has waits with the reason (NoNodeLargeEnough, naming the
+   CPU) and no pod of it is ever made;
+7. a worker tainted NoSchedule takes nothing that does not tolerate the taint (GPUJobs, a bare pod
+   naming aicenter-scheduler), the waiting ones name the taint, a job tolerating it runs there, and
+   removing the taint lets the waiting ones run;
+8. bring your own workload: a batch/v1 Job naming aicenter-scheduler is bound by the operator as one
+   group, its pods get their GPUs from the device plugin, and the Job completes;
+9. ``helm uninstall`` removes what the chart installed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -51,6 +60,8 @@ RELEASE = "aicenter-operator"
 RELEASE_NS = "aicenter-system"
 GPUS_PER_WORKER = 8  # the B200 profile
 UNHEALTHY = "sim.aicenter.dev/unhealthy-gpus"
+MAINTENANCE = "example.com/maintenance"  # the taint test's key
+OPERATOR_EVENTS = "aicenter.dev/operator"  # the reportingController of the operator's Events
 UUID = r"GPU-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 if not KUBECONFIG:
@@ -434,6 +445,386 @@ def test_unhealthy_gpus_shrink_allocatable_and_the_centre(kind, center, device_p
     # recovered: the waiting gang runs across both workers
     wait_succeeded(kind, center, "gang-after-fault")
     assert sorted(p.spec.node_name for p in job_pods(kind, center, "gang-after-fault")) == device_plugin
+
+
+class PodWatch:
+    """Every version of every new pod of a namespace the API server reports while it is open.
+
+    A list (the pods already there are left out), then a watch from the list's resourceVersion, so a
+    pod that was created and deleted between two polls is still seen. ``ever_on(node)`` names the
+    pods that were ever bound to ``node``; ``seen(**labels)`` the pods that carried those labels. A
+    watch that could not be resumed (its resourceVersion expired) sets ``error``: the tests then fail
+    rather than miss something.
+    """
+
+    def __init__(self, kind: Kind, namespace: str):
+        self.kind, self.namespace = kind, namespace
+        self.pods: list = []  # V1Pod objects, in the order reported (not those there before)
+        self.before: set[str] = set()  # uids of the pods there when the watch began
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._rv = ""
+
+    def __enter__(self) -> PodWatch:
+        listed = self.kind.core.list_namespaced_pod(self.namespace)
+        self.before = {p.metadata.uid for p in listed.items}
+        self._rv = listed.metadata.resource_version
+        self._thread = threading.Thread(target=self._run, name=f"podwatch-{self.namespace}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import ProtocolError, ReadTimeoutError
+
+        while not self._stop.is_set():
+            w = watch.Watch()
+            try:
+                for ev in w.stream(
+                    self.kind.core.list_namespaced_pod,
+                    self.namespace,
+                    resource_version=self._rv,
+                    timeout_seconds=60,
+                    _request_timeout=(10, 2),  # an idle stream times out: the stop flag is looked at
+                ):
+                    if ev["object"].metadata.uid not in self.before:
+                        self.pods.append(ev["object"])
+                    self._rv = ev["object"].metadata.resource_version
+                    if self._stop.is_set():
+                        break
+            except (ReadTimeoutError, ProtocolError):
+                pass  # resume from the last resourceVersion seen
+            except ApiException as e:
+                self.error = f"the pod watch of {self.namespace} broke: {e.status} {e.reason}"
+                return
+            except Exception as e:
+                if "timed out" not in str(e).lower():
+                    self.error = f"the pod watch of {self.namespace} broke: {type(e).__name__}: {e}"
+                    return
+            finally:
+                w.stop()
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def ok(self) -> None:
+        assert self.error is None, self.error
+        assert self._thread is not None and (self._thread.is_alive() or self._stop.is_set()), "watch ended"
+
+    def ever_on(self, node: str) -> set[str]:
+        self.ok()
+        return {p.metadata.name for p in list(self.pods) if p.spec.node_name == node}
+
+    def seen(self, **labels: str) -> set[str]:
+        self.ok()
+        return {
+            p.metadata.name
+            for p in list(self.pods)
+            if all((p.metadata.labels or {}).get(k) == v for k, v in labels.items())
+        }
+
+
+def centre_all_free(kind: Kind) -> dict:
+    """Wait until no GPU of the centre is held (the previous test's work is gone)."""
+    total = 2 * GPUS_PER_WORKER
+    return wait_for(
+        lambda: (s := kind.get(api.PLURAL_AICENTERS, CENTER)["status"])["freeGPUs"] == total and s,
+        timeout=180,
+        what=f"all {total} GPUs of {CENTER} free",
+    )
+
+
+def wait_reason(kind: Kind, namespace: str, name: str, reason: str, timeout: float = 120) -> dict:
+    """Wait until the GPUJob's status says ``reason``; returns the status."""
+    try:
+        return wait_for(
+            lambda: (st := job_status(kind, namespace, name)).get("reason") == reason and st,
+            timeout=timeout,
+            what=f"GPUJob {namespace}/{name} to say {reason}",
+        )
+    except Exception:
+        print(kind.diagnostics())
+        raise
+
+
+def with_requests(job: dict, **requests: str) -> dict:
+    job["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": requests}
+    return job
+
+
+@contextlib.contextmanager
+def cleanup(kind: Kind, namespace: str, kind_name: str, *names: str) -> Iterator[None]:
+    """On a failure inside, delete what the test made (not waiting), so the next tests find room."""
+    try:
+        yield
+    except BaseException:
+        delete_now(kind, namespace, kind_name, *names)
+        raise
+
+
+def delete_now(kind: Kind, namespace: str, kind_name: str, *names: str) -> None:
+    """Best effort, not waiting (a failed test's leftovers must not hold GPUs the next tests need)."""
+    kind.kubectl(
+        "delete", kind_name, "-n", namespace, "--ignore-not-found", "--wait=false", *names, check=False
+    )
+
+
+def delete_and_wait(kind: Kind, namespace: str, kind_name: str, *names: str, selector) -> None:
+    """Delete objects of ``kind_name`` and wait until they and their pods are gone."""
+    for n in names:
+        kind.kubectl("delete", kind_name, n, "-n", namespace, "--ignore-not-found", "--wait=false")
+
+    def gone():
+        left = kind.kubectl(
+            "get", kind_name, "-n", namespace, "-o", "name", *names, "--ignore-not-found"
+        ).split()
+        pods = [p.metadata.name for n in names for p in selector(n)]
+        return not left and not pods
+
+    wait_for(gone, timeout=180, what=f"{kind_name} {', '.join(names)} and their pods to be deleted")
+
+
+def test_a_job_asking_more_cpu_than_a_node_has_waits_with_the_reason(kind, center, device_plugin):
+    """9999 CPUs per replica: no worker has that allocatable, so the job waits, says why, and no pod of
+    it is ever made, while a small job submitted after it runs (the operator went past it)."""
+    ns = center
+    for w in device_plugin:  # the premise: the kubelet reports far fewer CPUs
+        cpu = kind.node(w).status.allocatable["cpu"]
+        assert (int(cpu[:-1]) / 1000 if cpu.endswith("m") else int(cpu)) < 9999, cpu
+    centre_all_free(kind)
+    jobs = ["too-much-cpu", "after-too-much-cpu"]
+    with PodWatch(kind, ns) as watch, cleanup(kind, ns, "gpujob", *jobs):
+        submit(
+            kind, ns, with_requests(gpujob("too-much-cpu", replicas=1, gpus=1, script=PRINT_GPUS), cpu="9999")
+        )
+        st = wait_reason(kind, ns, "too-much-cpu", "NoNodeLargeEnough")
+        expected = (
+            f"no B200 node in {CENTER} that this job may use"
+            " has 1 GPU and 9999 CPU allocatable for one replica"
+        )
+        assert st["phase"] == api.PHASE_PENDING and st["message"] == expected, st
+        # a later job that fits runs to the end meanwhile: the operator has had cycles to place the big one
+        run_job(kind, ns, gpujob("after-too-much-cpu", replicas=1, gpus=1, script=PRINT_GPUS))
+        st = job_status(kind, ns, "too-much-cpu")
+        assert st["phase"] == api.PHASE_PENDING and st["reason"] == "NoNodeLargeEnough", st
+        assert not job_pods(kind, ns, "too-much-cpu")
+        assert not watch.seen(**{api.LABEL_JOB: "too-much-cpu"}), "a pod of the job was made"
+        assert watch.seen(**{api.LABEL_JOB: "after-too-much-cpu"})  # the watch does see pods
+    delete_and_wait(kind, ns, "gpujob", *jobs, selector=lambda n: job_pods(kind, ns, n))
+    centre_all_free(kind)
+
+
+def test_a_tainted_worker_takes_only_what_tolerates_the_taint(kind, center, device_plugin):
+    """``example.com/maintenance=true:NoSchedule`` on one worker: GPUJobs and a bare pod of ours that
+    do not tolerate it never land there, even with the other worker full, and say so; a job that
+    tolerates it runs there; removing the taint lets the waiting ones run there."""
+    ns = center
+    tainted, other = device_plugin
+    taint = f"{MAINTENANCE}=true:NoSchedule"
+    centre_all_free(kind)
+    # a probe pinned to the tainted worker that can never fit (9999 CPU): its reason turns from
+    # NoNodeLargeEnough to NoMatchingNodes when the operator has seen the taint, and back when it is gone
+    probe = with_requests(gpujob("taint-probe", replicas=1, gpus=1, script=PRINT_GPUS), cpu="9999")
+    probe["spec"]["template"]["spec"]["nodeSelector"] = {"kubernetes.io/hostname": tainted}
+    tolerant = gpujob("tolerates-maintenance", replicas=1, gpus=1, script=PRINT_GPUS)
+    tolerant["spec"]["template"]["spec"]["tolerations"] = [
+        {"key": MAINTENANCE, "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    byo_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "byo-waits-for-taint", "namespace": ns},
+        "spec": {
+            "schedulerName": api.DEFAULT_SCHEDULER_NAME,
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": WORKLOAD_IMAGE,
+                    "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", PRINT_GPUS],
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                }
+            ],
+        },
+    }
+    jobs = ["taint-probe", "fills-the-other", "waits-for-taint", "tolerates-maintenance"]
+    with (
+        PodWatch(kind, ns) as watch,
+        cleanup(kind, ns, "gpujob", *jobs),
+        cleanup(kind, ns, "pod", byo_pod["metadata"]["name"]),
+    ):
+        submit(kind, ns, probe)
+        wait_reason(kind, ns, "taint-probe", "NoNodeLargeEnough")
+        kind.kubectl("taint", "node", tainted, taint, "--overwrite")
+        try:
+            st = wait_reason(kind, ns, "taint-probe", "NoMatchingNodes")
+            assert st["message"] == (
+                f"no B200 node in {CENTER} passes this job's node selector, affinity and tolerations"
+            ), st
+            # all 8 GPUs of one replica: only the untainted worker may take it
+            submit(kind, ns, gpujob("fills-the-other", replicas=1, gpus=GPUS_PER_WORKER, script="sleep 3600"))
+            wait_for(
+                lambda: job_status(kind, ns, "fills-the-other").get("phase") == api.PHASE_RUNNING,
+                timeout=180,
+                what="GPUJob fills-the-other to run",
+            )
+            (fill,) = job_pods(kind, ns, "fills-the-other")
+            assert fill.spec.node_name == other
+            # the other worker is full: a 1-GPU job and a bare pod of ours wait, naming the taint
+            submit(kind, ns, gpujob("waits-for-taint", replicas=1, gpus=1, script=PRINT_GPUS))
+            st = wait_reason(kind, ns, "waits-for-taint", "InsufficientResources")
+            assert st["phase"] == api.PHASE_PENDING, st
+            assert f"of the nodes with free GPUs, 1 node has taint {taint}" in st["message"], st
+            assert st["message"].startswith(f"{CENTER} has room for 0 of this job's 1 replica(s)"), st
+            kind.apply([byo_pod])
+
+            def pod_says_why():
+                p = kind.core.read_namespaced_pod(byo_pod["metadata"]["name"], ns)
+                cond = next((c for c in p.status.conditions or [] if c.type == "PodScheduled"), None)
+                return p if cond is not None and cond.status == "False" and cond.message else None
+
+            p = wait_for(pod_says_why, timeout=120, what="the bare pod's PodScheduled=False with a reason")
+            cond = next(c for c in p.status.conditions if c.type == "PodScheduled")
+            assert cond.reason == "Unschedulable" and f"1 node has taint {taint}" in cond.message, cond
+            assert not p.spec.node_name
+            # a job that tolerates the taint is placed there (backfilling past the waiting ones)
+            run_job(kind, ns, tolerant)
+            (tol,) = job_pods(kind, ns, "tolerates-maintenance")
+            assert tol.spec.node_name == tainted
+            # still waiting, and nothing but the tolerating job's pod ever went to the tainted worker
+            assert job_status(kind, ns, "waits-for-taint")["phase"] == api.PHASE_PENDING
+            assert not kind.core.read_namespaced_pod(byo_pod["metadata"]["name"], ns).spec.node_name
+            assert watch.ever_on(tainted) == {tol.metadata.name}, watch.ever_on(tainted)
+        finally:
+            kind.kubectl("taint", "node", tainted, f"{MAINTENANCE}:NoSchedule-", check=False)
+        assert not any(t.key == MAINTENANCE for t in kind.node(tainted).spec.taints or [])
+        # untainted: the waiting job and pod run on the worker that has room, the probe waits as before
+        wait_reason(kind, ns, "taint-probe", "NoNodeLargeEnough")
+        wait_succeeded(kind, ns, "waits-for-taint")
+        assert job_pods(kind, ns, "waits-for-taint")[0].spec.node_name == tainted
+        p = wait_for(
+            lambda: (
+                (q := kind.core.read_namespaced_pod(byo_pod["metadata"]["name"], ns)).status.phase
+                in ("Succeeded", "Failed")
+                and q
+            ),
+            timeout=180,
+            what="the bare pod to finish",
+        )
+        assert p.status.phase == "Succeeded" and p.spec.node_name == tainted, p.status
+        assert len(visible_gpus(pod_log(kind, ns, p.metadata.name))) == 1
+        assert not watch.seen(**{api.LABEL_JOB: "taint-probe"})
+    kind.kubectl("delete", "pod", byo_pod["metadata"]["name"], "-n", ns, "--wait=true", "--timeout=120s")
+    delete_and_wait(kind, ns, "gpujob", *jobs, selector=lambda n: job_pods(kind, ns, n))
+    centre_all_free(kind)
+
+
+def batch_job(name: str, parallelism: int, gpus: int, script: str) -> dict:
+    """A plain batch/v1 Job whose pods name the operator's scheduler and ask for their GPUs."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "parallelism": parallelism,
+            "completions": parallelism,
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "schedulerName": api.DEFAULT_SCHEDULER_NAME,
+                    "restartPolicy": "Never",
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": WORKLOAD_IMAGE,
+                            "imagePullPolicy": "Never",
+                            "command": ["sh", "-c", script],
+                            "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+                        }
+                    ],
+                }
+            },
+        },
+    }
+
+
+def test_a_batch_job_of_our_own_runs_as_one_group_with_its_gpus(kind, center, device_plugin):
+    """Bring your own workload: kube-controller-manager's Job controller makes the pods, the operator
+    binds both (Binding subresource; its Scheduled Event names the Job as their group), the kubelet
+    gets a GPU for each from the device plugin, and the Job completes."""
+    ns, name = center, "byo-job"
+    centre_all_free(kind)
+    job = batch_job(
+        name, parallelism=2, gpus=1, script='echo "NVIDIA_VISIBLE_DEVICES=$NVIDIA_VISIBLE_DEVICES"'
+    )
+    job["metadata"]["namespace"] = ns
+    with cleanup(kind, ns, "job", name):
+        kind.apply([job])
+        check_batch_job(kind, ns, name, device_plugin)
+    delete_and_wait(
+        kind,
+        ns,
+        "job",
+        name,
+        selector=lambda n: (
+            kind.core.list_namespaced_pod(ns, label_selector=f"batch.kubernetes.io/job-name={n}").items
+        ),
+    )
+    centre_all_free(kind)
+
+
+def check_batch_job(kind: Kind, ns: str, name: str, workers: list[str]) -> None:
+    from kubernetes import client
+
+    batch = client.BatchV1Api(kind.api_client)
+
+    def finished():
+        j = batch.read_namespaced_job(name, ns)
+        conds = {c.type: c.status for c in j.status.conditions or []}
+        return j if "True" in (conds.get("Complete"), conds.get("Failed")) else None
+
+    try:
+        j = wait_for(finished, timeout=240, what=f"Job {ns}/{name} to finish")
+    except Exception:
+        print(kind.diagnostics())
+        raise
+    conds = {c.type: c.status for c in j.status.conditions or []}
+    assert conds.get("Complete") == "True" and j.status.succeeded == 2, j.status
+    pods = kind.core.list_namespaced_pod(ns, label_selector=f"batch.kubernetes.io/job-name={name}").items
+    assert len(pods) == 2, [p.metadata.name for p in pods]
+
+    def scheduled(pod: str) -> list[dict]:
+        # kubectl's JSON: the client's models refuse the core/v1 Events (no eventTime) in the list
+        events = json.loads(kind.kubectl("get", "events.events.k8s.io", "-n", ns, "-o", "json"))["items"]
+        return [
+            e
+            for e in events
+            if (e.get("regarding") or {}).get("name") == pod and e.get("reason") == "Scheduled"
+        ]
+
+    seen: set[str] = set()
+    for p in pods:
+        assert p.spec.scheduler_name == api.DEFAULT_SCHEDULER_NAME
+        assert p.spec.node_name in workers
+        assert p.status.phase == "Succeeded"
+        cond = next(c for c in p.status.conditions if c.type == "PodScheduled")
+        assert cond.status == "True", cond
+        # bound by the operator (kube-scheduler leaves pods naming another scheduler alone), as the
+        # Job's group
+        evs = wait_for(lambda p=p: scheduled(p.metadata.name), timeout=60, what="the Scheduled Event")
+        said = [(e.get("reportingController"), e.get("note")) for e in evs]
+        assert said == [(OPERATOR_EVENTS, f"bound to {p.spec.node_name} (Job {name}, quota {QUOTA})")], said
+        uuids = visible_gpus(pod_log(kind, ns, p.metadata.name))
+        assert len(uuids) == 1 and re.fullmatch(UUID, uuids[0]), uuids
+        seen |= set(uuids)
+    assert len(seen) == 2  # two different GPUs
 
 
 def test_helm_uninstall_cleans_up(kind, release, center):
