@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -55,10 +56,19 @@ class Informer:
             try:
                 items: list[Any] = []
                 rv = ""
+                t0, pages = time.monotonic(), 0
                 for page, page_rv in self.kube.list_pages(self.path, self.query):
                     items.extend(self.trim(o) for o in page)
                     rv = page_rv
+                    pages += 1
                 self.relists += 1
+                log.info(
+                    "informer %s listed %d in %.1f s (%d pages)",
+                    self.resource,
+                    len(items),
+                    time.monotonic() - t0,
+                    pages,
+                )
                 self._post("RESYNC", items)
                 del items
                 self.synced.set()

@@ -215,6 +215,7 @@ def informers(ctl: Controller, kube: Kube, loop: asyncio.AbstractEventLoop) -> l
 
 
 async def amain(s: Settings) -> int:
+    started = time.monotonic()
     kube = Kube(load_client(s.kubeconfig, pool=s.api_workers * 2), workers=s.api_workers)
     metrics = Metrics()
     ctl = Controller(s, kube, metrics)
@@ -243,7 +244,12 @@ async def amain(s: Settings) -> int:
             await asyncio.sleep(0.1)
         jobs, t = await list_jobs(ctl, kube)
         ctl.lead(jobs, t)
-        log.info("scheduling (%d jobs, %d nodes)", len(ctl.cache.jobs), len(ctl.cache.views))
+        log.info(
+            "scheduling (%d jobs, %d nodes), %.1f s after start",
+            len(ctl.cache.jobs),
+            len(ctl.cache.views),
+            time.monotonic() - started,
+        )
 
     elector: LeaderElector | None = None
     if s.leader_election:
