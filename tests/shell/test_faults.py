@@ -471,3 +471,20 @@ def test_with_watched_namespaces_pods_elsewhere_are_not_ours_to_delete_but_hold_
         assert h.writes("DELETE", "/namespaces/elsewhere/") == 0
 
     run(scenario())
+
+
+def test_an_independent_job_partly_placed_says_how_many_wait_and_why():
+    async def scenario():
+        h = Harness()
+        fleet(h, nodes=2, guaranteed=64)  # 16 GPUs: two of four 8-GPU replicas fit
+        h.cluster.submit(NS, "sweep", replicas=4, gang={"policy": "Independent"})
+        h.start()
+        await h.run(6)
+        st = h.status(NS, "sweep")
+        assert st["phase"] == "Running", st
+        assert st["message"].startswith("2 of 4 replica(s) placed, 2 waiting — InsufficientGPUs: "), st
+        writes = h.writes("PATCH", "/gpujobs/sweep/status")
+        await h.run(10)  # nothing changes: no rewrite
+        assert h.writes("PATCH", "/gpujobs/sweep/status") == writes
+
+    run(scenario())

@@ -665,6 +665,8 @@ class Cache:
     def _respec(self, rec: JobRecord) -> None:
         """The spec changed (priority, preemptible, quota of a pending job, …)."""
         rec.spec = GPUJobSpec.parse(rec.obj)
+        rec.observe_generation()
+        self.status_dirty.add(rec.key)
         if rec.busy:
             rec.respec = True  # writes in flight: the lifecycle re-presents it when they are done
             return

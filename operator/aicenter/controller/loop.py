@@ -171,8 +171,11 @@ class Controller:
                 self.sched.forget(a.key)
                 continue
             self.applier.admit(rec, a, now, [preempting[k] for k in a.after if k in preempting])
+        partly: dict[str, Pending] = {}  # independent jobs with some replicas placed: first unit's reason
         for p in res.pending:
-            self._pending(p, now)
+            self._pending(p, now, partly)
+        for key, p in partly.items():
+            self._partly_waiting(self.cache.jobs[key], p)
         self.queue = res.pending
         self.status.flush_jobs()
         self.status.flush_pods()
@@ -195,16 +198,31 @@ class Controller:
         else:
             self.applier.evict_group(g, key, reason, message)
 
-    def _pending(self, p: Pending, now: float) -> None:
+    def _pending(self, p: Pending, now: float, partly: dict[str, Pending]) -> None:
         if is_group_unit(p.key):
             g = self.cache.groups.get(group_of_unit(p.key))
             if g is not None and not g.busy:
                 g.reason, g.message = p.reason, p.message
             return
         rec = self._rec_of(p.key)
-        if rec is None or rec.busy or rec.placements or rec.finished:
-            return  # an independent job with replicas running says so itself
+        if rec is None or rec.busy or rec.finished:
+            return
+        if rec.placements:
+            partly.setdefault(rec.key, p)  # an independent job, part of it placed
+            return
         self._set_pending(rec, p.reason, p.message, now)
+
+    def _partly_waiting(self, rec: JobRecord, p: Pending) -> None:
+        """An independent job with replicas placed and others waiting says how many wait and why
+        (rewritten when that count or the reason changes, not when only the numbers in it do)."""
+        waiting = rec.replicas - len(rec.placements) - len(rec.done)
+        if waiting <= 0:
+            return
+        head = f"{len(rec.placements)} of {rec.replicas} replica(s) placed, {waiting} waiting — {p.reason}"
+        if rec.message.startswith(head) and rec.message == rec.waiting_text:
+            return
+        rec.message = rec.waiting_text = f"{head}: {p.message}"
+        self.cache.status_dirty.add(rec.key)
 
     def _unschedulable(self, rec: JobRecord, now: float) -> None:
         """Jobs the core never sees: no quota resolved, or a template the operator refuses."""

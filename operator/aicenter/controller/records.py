@@ -67,6 +67,7 @@ class JobRecord:
     retry_at: float = 0.0  # after a transient write failure: not admitted again before this
     failures: int = 0  # consecutive transient admission failures (backoff)
     conditions: dict[str, Obj] = field(default_factory=dict)
+    waiting_text: str = ""  # the message last set for replicas of an independent job still waiting
 
     @property
     def key(self) -> str:
@@ -163,6 +164,13 @@ class JobRecord:
             if t is not None:
                 st[k] = rfc3339(t)
         return st
+
+    def observe_generation(self) -> None:
+        """The spec was edited and taken in: the conditions now hold for its new generation (those
+        that change because of it are set again by whatever decides them)."""
+        for ctype, c in self.conditions.items():
+            if c.get("observedGeneration") != self.generation:
+                self.conditions[ctype] = {**c, "observedGeneration": self.generation}
 
     def set_condition(self, ctype: str, ok: bool, reason: str, message: str, now: float) -> None:
         """A metav1.Condition; its lastTransitionTime moves only when its status does."""
