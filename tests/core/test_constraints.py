@@ -215,3 +215,15 @@ def test_a_node_that_leaves_its_centre_keeps_its_work():
     assert [a.nodes for a in res.admitted] == [tuple(n.name for n in nodes if n.name != node)]
     s.remove_node(node)
     assert [(e.key, e.reason) for e in run(s, 4.0).evicted] == [("a", "NodeGone")]
+
+
+def test_a_constrained_job_with_a_required_key_the_centre_lacks_never_fits():
+    """The exact path's reason (the job's tolerations tell the nodes apart) names the missing key."""
+    nodes = rack_nodes(racks=1, per_rack=2)
+    nodes = [with_facts(nodes[0], taints=[MAINT]), with_facts(nodes[1])]
+    s = scheduler([center()], [quota("q", guaranteed=16)], nodes)
+    w = constrained(
+        job("w", "q", key_="example.com/pod"), tolerations=(Toleration("example.com/maintenance", "Exists"),)
+    )
+    s.add_workload(w)
+    assert pending(run(s, 0.0))["w"][0] == "UnknownTopologyKey"

@@ -407,7 +407,8 @@ def explain_exact(pool: Pool, w: Workload) -> Miss:
             never=True,
         )
     plan = candidate_levels(pool, w)
-    assert plan is not None
+    if plan is None:
+        return _unknown_key(pool, w)
     levels, anywhere = plan
     tail = _exclusions(scan)
     if levels and not anywhere:
@@ -432,6 +433,15 @@ def explain_exact(pool: Pool, w: Workload) -> Miss:
     )
 
 
+def _unknown_key(pool: Pool, w: Workload) -> Miss:
+    keys = ", ".join(pool.center.topology_keys) or "none"
+    return Miss(
+        "UnknownTopologyKey",
+        f"centre {pool.center.name} has no topology key {w.topology_key} (it has: {keys})",
+        never=True,
+    )
+
+
 def explain(pool: Pool, w: Workload) -> Miss:
     """A plain-language reason why ``w`` does not fit ``pool`` now."""
     c, cls = pool.center.name, pool.gpu_class
@@ -453,12 +463,7 @@ def explain(pool: Pool, w: Workload) -> Miss:
         )
     plan = candidate_levels(pool, w)
     if plan is None:
-        keys = ", ".join(pool.center.topology_keys) or "none"
-        return Miss(
-            "UnknownTopologyKey",
-            f"centre {c} has no topology key {w.topology_key} (it has: {keys})",
-            never=True,
-        )
+        return _unknown_key(pool, w)
     levels, anywhere = plan
     if levels and not anywhere:
         lvl = levels[-1]
