@@ -198,6 +198,10 @@ class Pool:
         self.buckets: list[list[tuple[tuple[str, ...], str]]] = [[], []]
         self.domains: list[dict[str, Domain]] = [{} for _ in range(self.levels)]
         self.version = 0  # bumped on every change to a node's free GPUs or placeability
+        # Bumped whenever the pool may have gained room for some workload: a node's usage or
+        # reservation dropped, or a node joined, left or changed (a change of shape). While it stays,
+        # a workload that did not fit still does not, for the same reason (the incremental cycle).
+        self.gains = 0
         self._indices: dict[tuple[int, int], LevelIndex] = {}  # (level, gpus) → index
         self._level_indices: list[list[LevelIndex]] = [[] for _ in range(self.levels)]
         self._biggest: int | None = None  # largest healthy node capacity; reset on add/remove
@@ -305,6 +309,7 @@ class Pool:
 
     def _shape_changed(self) -> None:
         self.shape_version += 1
+        self.gains += 1
         self._indices.clear()
         self._level_indices = [[] for _ in range(self.levels)]
         self._biggest = None
@@ -333,6 +338,8 @@ class Pool:
     def update(self, ns: NodeState, *, used_delta: int = 0, reserved: bool | None = None) -> None:
         """The one way node usage or reservation changes; keeps every index in step."""
         self._unindex(ns)
+        if used_delta < 0 or (reserved is False and ns.reserved):
+            self.gains += 1
         ns.used += used_delta
         self.totals.used += used_delta
         if reserved is not None:
@@ -425,6 +432,7 @@ class Inventory:
         self.holdings: dict[str, dict[str, int]] = {}  # node name → workload key → GPUs
         self.requests: dict[str, tuple[int, Resources]] = {}  # workload key → (GPUs, non-GPU) a replica
         self._known: dict[str, Node] = {}  # every node the shell told us of, attached or not
+        self.layout = 0  # bumped when a pool is created or removed
 
     def pool(self, center: str, gpu_class: str) -> Pool | None:
         return self.pools.get((center, gpu_class))
@@ -471,6 +479,7 @@ class Inventory:
         p = self.pools.get(key)
         if p is None:
             p = self.pools[key] = Pool(spec, node.gpu_class)
+            self.layout += 1
         p.add(ns)
         self.nodes[node.name] = ns
         return ns
@@ -484,6 +493,7 @@ class Inventory:
         p.remove(name)
         if not p.nodes:
             del self.pools[key]
+            self.layout += 1
         return ns
 
     def set_node(self, node: Node) -> NodeState | None:

@@ -41,8 +41,9 @@ class QuotaLedger:
     def __init__(self) -> None:
         self.specs: dict[str, QuotaSpec] = {}
         self.usage: dict[str, dict[str, ClassUsage]] = {}
-        # (centre, cohort id, class) → [Σ guaranteed, Σ used]
-        self._cohorts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0])
+        # (centre, cohort id, class) → [Σ guaranteed, Σ used, changes]: the last counts every charge
+        # to a member, so that a cached answer about the cohort can tell it is still current.
+        self._cohorts: dict[tuple[str, str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
         # GPUs charged to quotas not (or no longer) known, kept until the quota arrives: the shell
         # may feed running workloads before their quota (e.g. when it rebuilds after a restart).
         self._unknown: dict[str, dict[str, int]] = {}
@@ -51,6 +52,7 @@ class QuotaLedger:
         # shares (dropped when the quota's usage or spec changes).
         self._refusals: dict[tuple[str, str, int, int, int], str] = {}
         self._shares: dict[str, float] = {}
+        self.layout = 0  # bumped when a quota or a quota's class usage appears, changes or goes
 
     @staticmethod
     def cohort_id(spec: QuotaSpec) -> str:
@@ -59,8 +61,13 @@ class QuotaLedger:
     def _cohort(self, spec: QuotaSpec, cls: str) -> list[int]:
         return self._cohorts[(spec.center, self.cohort_id(spec), cls)]
 
+    def cohort_of(self, spec: QuotaSpec, cls: str) -> list[int]:
+        """The live counters of the quota's cohort for ``cls``: [Σ guaranteed, Σ used, changes]."""
+        return self._cohort(spec, cls)
+
     def set_quota(self, spec: QuotaSpec) -> None:
         """Add or replace a quota, keeping the usage it already has."""
+        self.layout += 1
         self._refusals.clear()
         self._shares.pop(spec.name, None)
         if spec.name in self.specs:
@@ -82,6 +89,7 @@ class QuotaLedger:
         spec = self.specs.pop(name, None)
         if spec is None:
             return
+        self.layout += 1
         self._refusals.clear()
         self._shares.pop(name, None)
         kept = {}
@@ -108,8 +116,11 @@ class QuotaLedger:
         u = self.usage[quota].get(cls)
         if u is None:
             u = self.usage[quota][cls] = ClassUsage(0, 0)
+            self.layout += 1
         u.used += gpus
-        self._cohort(spec, cls)[1] += gpus
+        cohort = self._cohort(spec, cls)
+        cohort[1] += gpus
+        cohort[2] += 1
         self._shares.pop(quota, None)
 
     def used(self, quota: str, cls: str) -> int:
@@ -143,15 +154,38 @@ class QuotaLedger:
             msg = self._refusals[key] = self._refusal(spec, u, cls, gpus, cohort)
         return msg
 
+    def refusal_kind(self, quota: str, cls: str, gpus: int) -> str | None:
+        """Which refusal ``check`` gives (None: none); two refusals of one kind for the same quota, class
+        and request differ only in their numbers."""
+        spec = self.specs.get(quota)
+        if spec is None:
+            return "unknown"
+        u = self.usage[quota].get(cls)
+        if u is None or u.limit == 0:
+            return "none"
+        cohort = self._cohort(spec, cls)
+        if u.used + gpus <= u.limit and cohort[1] + gpus <= cohort[0]:
+            return None
+        return self._kind(spec, u, gpus)
+
+    @staticmethod
+    def _kind(spec: QuotaSpec, u: ClassUsage, gpus: int) -> str:
+        if u.used + gpus > u.limit:
+            return "limit"
+        if u.used + gpus <= u.guaranteed:
+            return "lent"
+        return "alone" if spec.cohort is None else "borrow"
+
     def _refusal(self, spec: QuotaSpec, u: ClassUsage, cls: str, gpus: int, cohort: list[int]) -> str:
         quota = spec.name
-        if u.used + gpus > u.limit:
+        kind = self._kind(spec, u, gpus)
+        if kind == "limit":
             return (
                 f"quota {quota}: limit {fmt(u.limit)} {cls} reached — "
                 f"{fmt(u.used)} used, {fmt(gpus)} requested"
             )
-        g_sum, used_sum = cohort
-        if u.used + gpus <= u.guaranteed:
+        g_sum, used_sum = cohort[0], cohort[1]
+        if kind == "lent":
             # Within its own guarantee, but other quotas still borrow part of it: it gets the GPUs
             # back by reclaim (preemption), not by pushing the cohort past Σ guaranteed.
             return (
@@ -160,7 +194,7 @@ class QuotaLedger:
                 f"cohort {spec.cohort} until they give it back"
             )
         others_idle = max(0, g_sum - used_sum - u.idle)
-        if spec.cohort is None:
+        if kind == "alone":
             return (
                 f"quota {quota}: guarantee {fmt(u.guaranteed)} {cls} reached — {fmt(u.used)} used, "
                 f"{fmt(gpus)} requested, and it is in no cohort to borrow from"

@@ -242,6 +242,15 @@ def indexed_path(pool: Pool, w: Workload) -> bool:
     return ok
 
 
+def indexed_explain(pool: Pool, w: Workload) -> bool:
+    """Whether ``explain`` answers for ``w`` from the pool's indices (not a scan of its nodes).
+
+    Such a reason depends only on the pool's shape and on how much room it has: a workload that
+    does not fit keeps the same reason (with other numbers) until the pool gains room.
+    """
+    return indexed_path(pool, w) and len(pool.taint_sets) <= 1 and not w.constraints.requests
+
+
 def _requests_fit(pool: Pool, nodes: tuple[str, ...], c: Constraints) -> bool:
     if not c.requests:
         return True
