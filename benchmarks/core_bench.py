@@ -2,6 +2,7 @@
 
     python benchmarks/core_bench.py [--jobs N] [--seed S] [--cycles C] [--interval SECONDS]
                                     [--pending P] [--arrivals A] [--starvation S] [--profile]
+                                    [--full] [--compare ROUNDS]
 
 Loads the whole fleet into one core ``Scheduler`` and runs a job stream drawn from the fleet's
 workload mix through simulated time: jobs arrive, run for their durations, finish and free their
@@ -12,12 +13,22 @@ through a naive placer (same quota ledger, priority-then-FIFO queue, each replic
 the most free GPUs, no topology, no preemption, no reservations), and the figures are printed side
 by side with the targets. Timings are wall-clock seconds of ``cycle()`` only (feeding jobs,
 completions and the simulation's bookkeeping are not counted).
+
+The core runs with incremental cycles (the default); ``--full`` makes it re-check every pending job
+every cycle (``SchedulerConfig(incremental=False)``). Every core run prints the **fingerprint** of its
+decisions: a SHA-256 over every cycle's admissions (key, class, nodes, borrowed GPUs, victims),
+preemptions (key, preemptor, reason), evictions (key, reason) and pending jobs (key and reason, in
+queue order) — the same in both modes when an optimisation keeps the decisions. ``--compare N`` runs
+the core N times in each mode, interleaved (incremental first in odd rounds, full first in even
+ones), prints every run with the load average and the medians per mode, and fails if the
+fingerprints differ.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import hashlib
 import heapq
 import io
 import os
@@ -59,6 +70,13 @@ class CorePlacer:
     def __init__(self, fleet: Fleet, config: SchedulerConfig) -> None:
         self.s: Scheduler = build_scheduler(fleet, config)
         self.capacity = fleet.gpus
+        self.name = "core" if config.incremental else "core (full)"
+        self.digest = hashlib.sha256()
+        self.examined: list[int] = []  # per cycle: pending answers worked out in full
+        self.remembered: list[int] = []  # and taken from a group's memory
+
+    def fingerprint(self) -> str:
+        return self.digest.hexdigest()[:16]
 
     def add(self, job: JobSpec, now: float) -> None:
         self.s.add_workload(workload_of(job, now))
@@ -68,6 +86,13 @@ class CorePlacer:
 
     def cycle(self, now: float) -> tuple[list[tuple[str, tuple[str, ...]]], list[str]]:
         res = self.s.cycle(now)
+        self.examined.append(self.s.examined)
+        self.remembered.append(self.s.remembered)
+        d = self.digest
+        d.update(repr([(a.key, a.gpu_class, a.nodes, a.borrowed, a.after) for a in res.admitted]).encode())
+        d.update(repr([(p.key, p.preemptor, p.reason) for p in res.preempted]).encode())
+        d.update(repr([(e.key, e.reason) for e in res.evicted]).encode())
+        d.update("\n".join(f"{p.key}\t{p.reason}" for p in res.pending).encode())
         return [(a.key, a.nodes) for a in res.admitted], [p.key for p in res.preempted] + [
             e.key for e in res.evicted
         ]
@@ -301,6 +326,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--starvation", type=float, default=SchedulerConfig().starvation_s)
     ap.add_argument("--check-every", type=int, default=25, help="check invariants every N cycles (0: never)")
     ap.add_argument("--no-naive", action="store_true", help="skip the naive baseline")
+    ap.add_argument("--full", action="store_true", help="the core re-checks every pending job every cycle")
+    ap.add_argument(
+        "--compare",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="run the core ROUNDS times incremental and ROUNDS times full, interleaved; print medians",
+    )
     ap.add_argument("--profile", action="store_true", help="cProfile the core's cycles (after the first)")
     ap.add_argument("--verbose", "-v", action="store_true", help="print every cycle")
     args = ap.parse_args(argv)
@@ -308,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     fleet = load_fleet()
-    probe = CorePlacer(fleet, SchedulerConfig(starvation_s=args.starvation))
+    probe = CorePlacer(fleet, SchedulerConfig(starvation_s=args.starvation, incremental=not args.full))
     load_s = time.perf_counter() - t0
     topo_of = {n.name: n.topology() for n in iter_nodes(fleet)}
     print(
@@ -322,6 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
 
+    if args.compare:
+        del probe
+        return compare(fleet, args, topo_of)
     core = simulate(probe, fleet, args, topo_of, profile=args.profile)
     bad = violations(probe.s)
     core_rss = rss_mib()
@@ -341,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     alloc_min = min((core.alloc_after[i] for i in steady), default=float("nan"))
 
     print()
-    print(f"{'':44}{'core':>16}{'naive spread':>16}")
+    print(f"{'':44}{probe.name:>16}{'naive spread':>16}")
 
     def row(label: str, a: str, b: str = "") -> None:
         print(f"{label:44}{a:>16}{b:>16}")
@@ -414,6 +450,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{core.jobs_by_kind[kind]:,} ({core.gpus_by_kind[kind]:,})",
             f"{naive.jobs_by_kind[kind]:,} ({naive.gpus_by_kind[kind]:,})" if naive else "",
         )
+    row(
+        "steady: pending answers examined / remembered",
+        f"{statistics.fmean(probe.examined[i] for i in steady):,.0f} / "
+        f"{statistics.fmean(probe.remembered[i] for i in steady):,.0f}"
+        if steady
+        else "-",
+    )
+    row("fingerprint of the decisions", probe.fingerprint())
     row("invariants (violations) at the end", "none" if not bad else f"{len(bad)}!")
     row("peak RSS after the core run", f"{core_rss:,.0f} MiB")
     row("peak RSS at the end (both runs)", f"{rss_mib():,.0f} MiB")
@@ -443,6 +487,60 @@ def main(argv: list[str] | None = None) -> int:
         f"< {TARGET_RSS_GIB:.0f} GiB    {verdict(core_rss / 1024 < TARGET_RSS_GIB)}"
     )
     return 1 if bad else 0
+
+
+def compare(fleet: Fleet, args, topo_of: dict[str, dict[str, str]]) -> int:
+    """Core runs in both modes, interleaved; one line per run, then the medians per mode."""
+    runs: dict[bool, list[tuple]] = {True: [], False: []}
+    fingerprints: set[str] = set()
+    print()
+    print(
+        f"{'round':>5}  {'mode':<12}{'placements/s':>13}{'CPU/s':>9}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'alloc':>8}{'gangs':>7}{'examined':>10}  {'fingerprint':<17}{'load 1m':>8}"
+    )
+    for r in range(args.compare):
+        for incremental in (True, False) if r % 2 == 0 else (False, True):
+            placer = CorePlacer(fleet, SchedulerConfig(starvation_s=args.starvation, incremental=incremental))
+            load = os.getloadavg()[0]
+            run = simulate(placer, fleet, args, topo_of)
+            bad = violations(placer.s)
+            steady = run.steady()
+            adm = sum(run.admitted)
+            figures = (
+                adm / sum(run.cycle_s),
+                adm / sum(run.cycle_cpu_s),
+                pct([run.cycle_s[i] for i in steady], 0.5) * 1000,
+                pct([run.cycle_s[i] for i in steady], 0.99) * 1000,
+                statistics.fmean(run.alloc_after[i] for i in steady) if steady else float("nan"),
+                run.gangs_in_domain / max(1, run.gangs),
+                statistics.fmean(placer.examined[i] for i in steady) if steady else float("nan"),
+            )
+            runs[incremental].append(figures)
+            fingerprints.add(placer.fingerprint())
+            mode = "incremental" if incremental else "full"
+            print(
+                f"{r + 1:>5}  {mode:<12}{figures[0]:>13,.0f}{figures[1]:>9,.0f}{figures[2]:>8.0f}"
+                f"{figures[3]:>8.0f}{figures[4]:>8.2%}{figures[5]:>7.1%}{figures[6]:>10,.0f}  "
+                f"{placer.fingerprint():<17}{load:>5.2f}→{os.getloadavg()[0]:.2f}"
+                + (f"  {len(bad)} invariant violations!" if bad else ""),
+                flush=True,
+            )
+            del placer
+    print()
+    for incremental in (True, False):
+        med = [statistics.median(f[k] for f in runs[incremental]) for k in range(7)]
+        mode = "incremental" if incremental else "full"
+        print(
+            f"{'median':>5}  {mode:<12}{med[0]:>13,.0f}{med[1]:>9,.0f}{med[2]:>8.0f}{med[3]:>8.0f}"
+            f"{med[4]:>8.2%}{med[5]:>7.1%}{med[6]:>10,.0f}"
+        )
+    same = len(fingerprints) == 1
+    print(
+        f"decisions: {'the same fingerprint in every run' if same else 'DIFFERENT fingerprints'} "
+        f"({', '.join(sorted(fingerprints))}); placements/s = admissions / wall time in cycle(), "
+        f"CPU/s = admissions / CPU time of this process in cycle()"
+    )
+    return 0 if same else 1
 
 
 if __name__ == "__main__":
