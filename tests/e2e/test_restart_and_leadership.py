@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from e2e_kit import (
     OperatorProcess,
+    call,
     get_job,
     job_manifest,
     job_pods,
@@ -21,6 +22,7 @@ from e2e_kit import (
     node_gpu_use,
     submit,
 )
+from test_workloads_e2e import deployment, indexed_job, no_node_over, pods
 
 from aicenter import api
 from aicenter_testbed.waiting import wait_for
@@ -29,8 +31,6 @@ pytestmark = pytest.mark.cluster
 
 
 def _bound_pods(cluster, namespace: str) -> int:
-    from e2e_kit import call
-
     pods = call(cluster, "GET", f"/api/v1/namespaces/{namespace}/pods")["items"]
     return sum(1 for p in pods if p["spec"].get("nodeName"))
 
@@ -124,3 +124,51 @@ def test_two_replicas_only_the_leader_binds(cluster, crds, namespace, tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+# Not in test_workloads_e2e: that module's shared operator would be a second scheduler here.
+def test_kill_9_mid_burst_of_jobs_and_deployments(cluster, crds, namespace, tmp_path):
+    c = make_center(cluster, "hgx-b200", racks=2, nodes_per_rack=4)  # 64 GPUs
+    make_quota(cluster, f"{namespace}-q", c.name, namespace, "B200", 64)
+    # As deployed: a Lease, so the restarted process starts writing only once the killed one's lease
+    # (and with it any write it still had in flight) has expired.
+    lease = ["--lease-name", f"kill-{namespace}", "--lease-namespace", "default", "--lease-seconds", "6"]
+    first = OperatorProcess(cluster.kubeconfig, tmp_path / "op1.log", lease).start()
+    for i in range(6):
+        call(cluster, "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", indexed_job(f"j{i}", 2, 4))
+    call(cluster, "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment("d", 10, 2))
+    for i in range(6):
+        submit(cluster, namespace, job_manifest(f"g{i}", 1, 8))
+    wait_for(
+        lambda: len([p for p in pods(cluster, namespace, "") if p["spec"].get("nodeName")]) >= 3,
+        60,
+        "binding",
+    )
+    first.kill()
+    no_node_over(cluster, c.node_names())
+    second = OperatorProcess(cluster.kubeconfig, tmp_path / "op2.log", lease).start()
+    try:
+
+        def settled():
+            if any(
+                (get_job(cluster, namespace, f"g{i}").get("status") or {}).get("phase") == "Admitted"
+                for i in range(6)
+            ):
+                return False  # the new leader has not yet seen through every admission it inherited
+            items = pods(cluster, namespace, "")
+            waiting = [p for p in items if not p["spec"].get("nodeName")]
+            gpus = sum(
+                int(c["resources"]["limits"].get("nvidia.com/gpu", 0))
+                for p in items
+                if p["spec"].get("nodeName")
+                for c in p["spec"]["containers"]
+            )
+            return gpus >= 56 or not waiting  # the centre (nearly) full, or nothing waits
+
+        wait_for(settled, 120, "the burst to settle after the restart")
+        no_node_over(cluster, c.node_names())
+        for i in range(6):
+            st = get_job(cluster, namespace, f"g{i}").get("status") or {}
+            assert st.get("phase") in ("Running", "Pending"), st
+    finally:
+        second.stop()

@@ -7,9 +7,7 @@ from __future__ import annotations
 import pytest
 from e2e_kit import (
     G,
-    OperatorProcess,
     call,
-    get_job,
     job_manifest,
     make_center,
     make_quota,
@@ -236,50 +234,3 @@ def test_jobs_deployments_and_gpujobs_share_a_quota_with_borrowing_reclaim_and_p
         ]
     finally:
         cluster.delete_namespace(lender)
-
-
-def test_kill_9_mid_burst_of_jobs_and_deployments(cluster, crds, namespace, tmp_path):
-    c = make_center(cluster, "hgx-b200", racks=2, nodes_per_rack=4)  # 64 GPUs
-    make_quota(cluster, f"{namespace}-q", c.name, namespace, "B200", 64)
-    # As deployed: a Lease, so the restarted process starts writing only once the killed one's lease
-    # (and with it any write it still had in flight) has expired.
-    lease = ["--lease-name", f"kill-{namespace}", "--lease-namespace", "default", "--lease-seconds", "6"]
-    first = OperatorProcess(cluster.kubeconfig, tmp_path / "op1.log", lease).start()
-    for i in range(6):
-        call(cluster, "POST", f"/apis/batch/v1/namespaces/{namespace}/jobs", indexed_job(f"j{i}", 2, 4))
-    call(cluster, "POST", f"/apis/apps/v1/namespaces/{namespace}/deployments", deployment("d", 10, 2))
-    for i in range(6):
-        submit(cluster, namespace, job_manifest(f"g{i}", 1, 8))
-    wait_for(
-        lambda: len([p for p in pods(cluster, namespace, "") if p["spec"].get("nodeName")]) >= 3,
-        60,
-        "binding",
-    )
-    first.kill()
-    no_node_over(cluster, c.node_names())
-    second = OperatorProcess(cluster.kubeconfig, tmp_path / "op2.log", lease).start()
-    try:
-
-        def settled():
-            if any(
-                (get_job(cluster, namespace, f"g{i}").get("status") or {}).get("phase") == "Admitted"
-                for i in range(6)
-            ):
-                return False  # the new leader has not yet seen through every admission it inherited
-            items = pods(cluster, namespace, "")
-            waiting = [p for p in items if not p["spec"].get("nodeName")]
-            gpus = sum(
-                int(c["resources"]["limits"].get("nvidia.com/gpu", 0))
-                for p in items
-                if p["spec"].get("nodeName")
-                for c in p["spec"]["containers"]
-            )
-            return gpus >= 56 or not waiting  # the centre (nearly) full, or nothing waits
-
-        wait_for(settled, 120, "the burst to settle after the restart")
-        no_node_over(cluster, c.node_names())
-        for i in range(6):
-            st = get_job(cluster, namespace, f"g{i}").get("status") or {}
-            assert st.get("phase") in ("Running", "Pending"), st
-    finally:
-        second.stop()
