@@ -34,6 +34,8 @@ class NodeState:
     indexed_free: int = -1  # free count under which the node is indexed; -1 = not indexed
     workloads: dict[str, int] = field(default_factory=dict)  # workload key → GPUs on this node
     used_res: dict[str, int] = field(default_factory=dict)  # non-GPU requests of our workloads here
+    pool: Pool | None = None  # the pool it is in (set by the pool)
+    doms: tuple[Domain | None, ...] = ()  # its domains level by level, None where it has no label
 
     @property
     def name(self) -> str:
@@ -246,33 +248,32 @@ class Pool:
 
     def _index(self, ns: NodeState) -> None:
         f = ns.free
-        if not self.placeable(ns) or f <= 0:
+        if f <= 0 or not self.placeable(ns):
             ns.indexed_free = -1
             return
-        f = min(f, self.width)
+        if f > self.width:
+            f = self.width
         ns.indexed_free = f
         self.hist[f] += 1
         heapq.heappush(self.buckets[f], (ns.sort_key, ns.name))
-        for lvl, dom in enumerate(ns.domains):
-            if dom is not None:
-                d = self.domains[lvl][dom]
+        for d, indices in zip(ns.doms, self._level_indices, strict=True):
+            if d is not None:
                 d.hist[f] += 1
                 d._slots.clear()
-                for idx in self._level_indices[lvl]:
-                    idx.dirty[dom] = d
+                for idx in indices:
+                    idx.dirty[d.name] = d
 
     def _unindex(self, ns: NodeState) -> None:
         f = ns.indexed_free
         if f < 0:
             return
         self.hist[f] -= 1
-        for lvl, dom in enumerate(ns.domains):
-            if dom is not None:
-                d = self.domains[lvl][dom]
+        for d, indices in zip(ns.doms, self._level_indices, strict=True):
+            if d is not None:
                 d.hist[f] -= 1
                 d._slots.clear()
-                for idx in self._level_indices[lvl]:
-                    idx.dirty[dom] = d
+                for idx in indices:
+                    idx.dirty[d.name] = d
         ns.indexed_free = -1  # the heap entry goes stale and is skipped lazily
 
     def _count_taints(self, ns: NodeState, delta: int) -> None:
@@ -295,14 +296,19 @@ class Pool:
         self.nodes[ns.name] = ns
         self.totals.count(ns, +1)
         self._count_taints(ns, +1)
+        doms: list[Domain | None] = []
         for lvl, dom in enumerate(ns.domains):
             if dom is None:
+                doms.append(None)
                 continue
             d = self.domains[lvl].get(dom)
             if d is None:
                 d = self.domains[lvl][dom] = Domain(dom, [0] * (self.width + 1))
             d.members.append(ns)
             d._sorted = False
+            doms.append(d)
+        ns.doms = tuple(doms)
+        ns.pool = self
         self._index(ns)
         self.version += 1
         self._shape_changed()
@@ -524,10 +530,11 @@ class Inventory:
             del self.holdings[node]
         ns = self.nodes.get(node)
         if ns is not None:
-            sign = 1 if delta > 0 else -1
-            for r, amount in requests:
-                ns.used_res[r] = ns.used_res.get(r, 0) + sign * amount
-            self.pool_of(ns).update(ns, used_delta=delta)
+            if requests:
+                sign = 1 if delta > 0 else -1
+                for r, amount in requests:
+                    ns.used_res[r] = ns.used_res.get(r, 0) + sign * amount
+            ns.pool.update(ns, used_delta=delta)
 
     def hold(self, key: str, nodes: tuple[str, ...], gpus_per_replica: int, requests: Resources = ()) -> None:
         """Charge a workload's GPUs (and per-replica non-GPU requests) to its nodes, seen or not."""

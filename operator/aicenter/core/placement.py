@@ -114,13 +114,16 @@ def _fill(
     BinPack takes the nodes with the fewest free GPUs first, Spread the most; a ``score`` (preferred
     affinity, PreferNoSchedule taints) comes before either.
     """
-    sc = score or (lambda _: 0)
-    order = sorted(
-        (ns for ns in nodes if slots_of(ns) > 0),
-        key=(lambda s: (-sc(s), -free_of(s), s.sort_key))
-        if spread
-        else (lambda s: (-sc(s), free_of(s), s.sort_key)),
-    )
+    if score is None:
+        key = (lambda s: (-free_of(s), s.sort_key)) if spread else (lambda s: (free_of(s), s.sort_key))
+    else:
+        sc = score
+        key = (
+            (lambda s: (-sc(s), -free_of(s), s.sort_key))
+            if spread
+            else (lambda s: (-sc(s), free_of(s), s.sort_key))
+        )
+    order = sorted((ns for ns in nodes if slots_of(ns) > 0), key=key)
     out: list[str] = []
     for ns in order:
         k = 1 if spread else slots_of(ns)
@@ -153,10 +156,18 @@ def _select_in_domain(
     if lvl == 0 or spread:
         return _fill(members, r, spread, slots_of, free_of, score)
     groups: dict[str | None, list[NodeState]] = {}
+    slots: dict[str | None, int] = {}
     for ns in members:
-        if slots_of(ns) > 0:
-            groups.setdefault(ns.domains[lvl - 1], []).append(ns)
-    slots = {k: sum(slots_of(ns) for ns in v) for k, v in groups.items()}
+        n = slots_of(ns)
+        if n > 0:
+            d = ns.domains[lvl - 1]
+            group = groups.get(d)
+            if group is None:
+                groups[d] = [ns]
+                slots[d] = n
+            else:
+                group.append(ns)
+                slots[d] += n
     out: list[str] = []
     while len(out) < r:
         need = r - len(out)

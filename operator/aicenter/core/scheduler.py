@@ -16,6 +16,11 @@ then calls ``cycle(now)``. A cycle:
 
 Every decision is assumed in the state at once; the shell calls ``forget`` when it fails to apply
 an admission. Given the same state and ``now``, a cycle makes the same decisions.
+
+By default cycles are incremental: the queue is kept in order as workloads come and go, and a
+pending workload whose group's last answer still holds takes it without being examined again (see
+"incremental cycles" below and docs/scheduling.md); ``SchedulerConfig(incremental=False)`` examines
+every pending workload in full every cycle, with the same decisions.
 """
 
 from __future__ import annotations
@@ -454,11 +459,19 @@ class Scheduler:
                     entry = heapq.heapreplace(heads, head)
                     break
                 # q's workloads whose (priority, s, created, key) come before the next head: a
-                # prefix of q's queue, since q's keys are sorted and s is the same for all.
+                # prefix of q's queue, since q's keys are sorted and s is the same for all. Its end
+                # is found by galloping from i (runs between quotas of equal shares are short).
                 tp, ts, tc, tk, _ = top
-                j = bisect.bisect_left(
-                    keys, (tp, math.inf) if s < ts else (tp,) if s > ts else (tp, tc, tk), i + 1
-                )
+                bound = (tp, math.inf) if s < ts else (tp,) if s > ts else (tp, tc, tk)
+                lo = hi = i + 1
+                step = 1
+                while hi < n and keys[hi] < bound:
+                    lo = hi + 1
+                    hi += step
+                    step += step
+                if hi > n:
+                    hi = n
+                j = lo if lo == hi else bisect.bisect_left(keys, bound, lo, hi)
             walk[2] = i
         self.remembered += remembered
         return deferred
