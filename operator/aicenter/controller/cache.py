@@ -53,7 +53,7 @@ from .objects import (
     refused,
     selector_matches,
 )
-from .records import JobRecord, record_from
+from .records import JobRecord, kept, record_from
 
 log = logging.getLogger("aicenter.cache")
 TERMINAL = ("Succeeded", "Failed")
@@ -646,7 +646,7 @@ class Cache:
             self._adopt(record_from(obj), rec)
         else:
             gen_changed = _gen(rec.obj) != _gen(obj)
-            rec.obj = obj
+            rec.obj = kept(obj)
             if gen_changed:
                 self._respec(rec)
         self.dirty.add(key)

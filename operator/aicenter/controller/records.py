@@ -195,6 +195,13 @@ class JobRecord:
         }
 
 
+def kept(obj: Obj) -> Obj:
+    """The part of a job object a record keeps: without its status (read once, into the record) and
+    ``managedFields`` (about half of what the API server returns; never read)."""
+    md = {k: v for k, v in obj["metadata"].items() if k != "managedFields"}
+    return {**{k: v for k, v in obj.items() if k != "status"}, "metadata": md}
+
+
 def record_from(obj: Obj) -> JobRecord:
     """A record rebuilt from a job object and its status (as after a restart or a leader change)."""
     md = obj["metadata"]
@@ -208,7 +215,7 @@ def record_from(obj: Obj) -> JobRecord:
         name=md["name"],
         uid=md.get("uid", ""),
         created=parse_time(md.get("creationTimestamp")) or 0.0,
-        obj=obj,
+        obj=kept(obj),
         spec=GPUJobSpec.parse(obj),
         phase=st.get("phase") or api.PHASE_PENDING,
         reason=st.get("reason", ""),
