@@ -149,17 +149,32 @@ def test_cpu_and_memory_fit_counts_other_pods_and_our_own_replicas():
 
 
 def test_rack_reason_names_the_constraint():
-    nodes = [with_facts(n) for n in rack_nodes(racks=1, per_rack=3)]
+    nodes = [with_facts(n) for n in rack_nodes(racks=1, per_rack=4)]
     nodes[0] = with_facts(nodes[0], taints=[MAINT])
-    nodes[1] = with_facts(nodes[1], cpu=8_000)
+    nodes[1] = dataclasses.replace(with_facts(nodes[1], cpu=16_000), other_requests={"cpu": 8_000})
     s = scheduler([center()], [quota("q", guaranteed=64)], nodes)
     w = constrained(job("g", "q", replicas=3, key_=RACK), requests=resources({"cpu": 16_000}))
     s.add_workload(w)
-    msg = pending(run(s, 1.0))["g"][1]
-    assert msg == (
-        "no rack in c has 24 free B200 in 8-GPU slots on nodes this job may use; largest such block 8; "
+    assert pending(run(s, 1.0))["g"] == (
+        "NoTopologyDomain",
+        "no rack in c has 24 free B200 in 8-GPU slots on nodes this job may use; largest such block 16; "
         "of the nodes with free GPUs, 1 node lacks 16 CPU free, "
-        "1 node has taint example.com/maintenance:NoSchedule"
+        "1 node has taint example.com/maintenance:NoSchedule",
+    )
+
+
+def test_a_rack_too_small_for_the_nodes_a_job_may_use_is_never():
+    """Only two of the rack's nodes could ever take a replica (a taint, too little CPU allocatable):
+    a gang of three there can never be admitted, and is no preemptor."""
+    nodes = [with_facts(n) for n in rack_nodes(racks=1, per_rack=4)]
+    nodes[0] = with_facts(nodes[0], taints=[MAINT])
+    nodes[1] = with_facts(nodes[1], cpu=8_000)
+    s = scheduler([center()], [quota("q", guaranteed=64)], nodes)
+    s.add_workload(constrained(job("g", "q", replicas=3, key_=RACK), requests=resources({"cpu": 16_000})))
+    assert pending(run(s, 1.0))["g"] == (
+        "NoDomainLargeEnough",
+        "no rack in c could hold this job's 3 replica(s) of 8 B200 (24 GPUs): the largest holds 2 on the "
+        "nodes it may use with every node empty — it can never be admitted as it stands",
     )
 
 

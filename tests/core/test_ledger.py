@@ -41,6 +41,36 @@ def test_limit_message_in_plain_language():
     assert lg.check("universities", "B200", 8) is None
 
 
+def test_more_than_a_quota_could_ever_hold_is_never():
+    lg = ledger(
+        quota("solo", guaranteed=16, limit=32),
+        quota("a", guaranteed=8, limit=64, cohort="k"),
+        quota("b", guaranteed=16, limit=16, cohort="k"),
+    )
+    assert lg.check("solo", "B200", 40) == (
+        "quota solo: 40 B200 requested but its limit is 32 B200 — it can never be admitted as it stands; "
+        "ask for less or raise the quota"
+    )
+    assert lg.check("solo", "B200", 24) == (
+        "quota solo: 24 B200 requested but it may use only its guarantee of 16 B200 (it is in no cohort) — "
+        "it can never be admitted as it stands; ask for less or raise the quota"
+    )
+    assert lg.check("a", "B200", 32) == (
+        "quota a: 32 B200 requested but cohort k guarantees only 24 B200 in all — it can never be "
+        "admitted as it stands; ask for less or raise the quota"
+    )
+    assert [lg.never(q, "B200", n) for q, n in [("solo", 40), ("solo", 16), ("a", 32), ("a", 24)]] == [
+        True,
+        False,
+        True,
+        False,
+    ]
+    lg.charge("solo", "B200", 16)  # usage makes a refusal, never a "never"
+    assert not lg.never("solo", "B200", 16)
+    assert lg.refusal_kind("solo", "B200", 16) == "alone"
+    assert lg.refusal_kind("solo", "B200", 40) == "never"
+
+
 def test_borrowing_takes_idle_guarantees_of_the_cohort_only():
     lg = ledger(
         quota("a", guaranteed=16, limit=64, cohort="k"),

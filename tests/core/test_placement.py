@@ -65,8 +65,11 @@ def test_required_clique_keeps_the_gang_in_one_nvlink_domain():
     assert admitted(res) == {"fits"}
     assert nodes_by_topology(s, res.admitted[0].nodes, CLIQUE) == {"c.nvl0"}  # best fit: the used one
     reason, message = pending(res)["too-big"]
-    assert reason == "NoTopologyDomain"
-    assert message == "no clique in c has 20 free GB200 in 4-GPU slots; largest free block 16"
+    assert (reason, message) == (
+        "NoDomainLargeEnough",
+        "no clique in c could hold this job's 5 replica(s) of 4 GB200 (20 GPUs): the largest holds 4 "
+        "with every node empty — it can never be admitted as it stands",
+    )
 
 
 def test_preferred_falls_back_to_the_next_level_only_when_no_domain_fits():
@@ -164,7 +167,8 @@ def test_spread_packs_when_there_are_more_replicas_than_nodes():
 
 
 def test_a_gang_is_all_or_nothing():
-    s = scheduler([center()], [quota("q", guaranteed=1000)], rack_nodes(racks=1, per_rack=3))
+    s = scheduler([center()], [quota("q", guaranteed=1000)], rack_nodes(racks=1, per_rack=4))
+    s.add_workload(running("busy", "q", ("c-b200-r0-n3",)))
     s.add_workload(job("four", "q", replicas=4))
     s.add_workload(job("three", "q", replicas=3, created=1.0))
     res = run(s, 2.0)
@@ -174,6 +178,16 @@ def test_a_gang_is_all_or_nothing():
         "c has 24 free B200 (24 usable in 8-GPU slots); job needs 32",
     )
     assert s.workloads["four"].placement is None
+
+
+def test_a_gang_larger_than_its_pool_can_never_be_admitted():
+    s = scheduler([center()], [quota("q", guaranteed=1000)], rack_nodes(racks=1, per_rack=3))
+    s.add_workload(job("four", "q", replicas=4))
+    assert pending(run(s, 1.0))["four"] == (
+        "CenterTooSmall",
+        "c could hold only 3 of this job's 4 replica(s) of 8 B200 with every node empty — it can never be "
+        "admitted as it stands",
+    )
 
 
 def test_pending_messages_in_plain_language():

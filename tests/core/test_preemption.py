@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aicenter.core import ReclaimLent, WithinQuota
 
-from .builders import admitted, center, job, pending, quota, rack_nodes, run, scheduler
+from .builders import RACK, admitted, center, job, pending, quota, rack_nodes, run, scheduler
 
 
 def two_nodes(**kw):
@@ -123,3 +123,21 @@ def test_work_admitted_in_this_cycle_is_not_preempted_in_the_same_cycle():
     res = run(s, 2.0)
     assert [(p.key, p.preemptor) for p in res.preempted] == [("small", "big")]
     assert [(a.key, a.after, a.borrowed) for a in res.admitted] == [("big", ("small",), 8)]
+
+
+def test_a_job_that_can_never_fit_preempts_nothing():
+    """Above its quota's limit, or larger than any rack its topology allows: stopping others would not
+    make room, so nothing is stopped for it (a job that could fit does preempt)."""
+    s = scheduler([center()], [quota("q", guaranteed=64)], two_nodes())
+    place(s, "low", "q", ("c-b200-r0-n0", "c-b200-r0-n1"), 8)
+    s.add_workload(job("over-limit", "q", replicas=9, gpus=8, priority=5, created=1.0))
+    s.add_workload(job("over-rack", "q", replicas=3, gpus=8, key_=RACK, priority=5, created=2.0))
+    res = run(s, 2.0)
+    assert res.preempted == [] and admitted(res) == set()
+    got = pending(res)
+    assert got["over-limit"][1].endswith(
+        "it can never be admitted as it stands; ask for less or raise the quota"
+    )
+    assert got["over-rack"][0] == "NoDomainLargeEnough"
+    s.add_workload(job("fits", "q", replicas=2, gpus=8, key_=RACK, priority=5, created=3.0))
+    assert [p.key for p in run(s, 3.0).preempted] == ["low"]

@@ -92,7 +92,8 @@ def test_gang_all_or_nothing_within_one_rack(cluster, operator, namespace):
     env = {e["name"]: e["value"] for e in pods[0]["spec"]["containers"][0]["env"]}
     assert env["WORLD_SIZE"] == "3" and env["MASTER_ADDR"].startswith("a-0.a.")
     assert call(cluster, "GET", f"/api/v1/namespaces/{namespace}/services/a")["spec"]["clusterIP"] == "None"
-    # 24 GPUs are free (the other rack) but only three 6-GPU slots: the gang of four waits whole.
+    # 24 GPUs are free (the other rack) but a rack has only three nodes: the gang of four waits whole,
+    # and says it never fits.
     submit(cluster, namespace, job_manifest("b", 4, 6, topology=rack))
     job = wait_for(
         lambda: (get_job(cluster, namespace, "b").get("status") or {}).get("message"),
@@ -102,7 +103,8 @@ def test_gang_all_or_nothing_within_one_rack(cluster, operator, namespace):
     job = get_job(cluster, namespace, "b")
     assert job["status"]["phase"] == "Pending"
     assert job["status"]["message"] == (
-        f"no rack in {c.name} has 24 free B200 in 6-GPU slots; largest free block 18"
+        f"no rack in {c.name} could hold this job's 4 replica(s) of 6 B200 (24 GPUs): the largest holds 3 "
+        "with every node empty — it can never be admitted as it stands"
     )
     assert job_pods(cluster, namespace, "b") == []
 
@@ -118,15 +120,30 @@ def test_nvl72_gang_stays_inside_one_clique(cluster, operator, namespace):
     assert len(cliques) == 1
 
 
-def test_over_limit_pending_with_plain_reason(cluster, operator, namespace):
+def test_a_job_that_can_never_fit_says_so_with_the_numbers(cluster, operator, namespace):
     c = make_center(cluster, "hgx-b200", racks=1, nodes_per_rack=2)
-    make_quota(cluster, f"{namespace}-q", c.name, namespace, "B200", 8)
-    submit(cluster, namespace, job_manifest("big", 2, 8))
-    wait_for(lambda: (get_job(cluster, namespace, "big").get("status") or {}).get("message"), 30, "reason")
-    st = get_job(cluster, namespace, "big")["status"]
-    assert st["phase"] == "Pending"
-    assert st["message"] == f"quota {namespace}-q: limit 8 B200 reached — 0 used, 16 requested"
-    assert job_pods(cluster, namespace, "big") == []
+    make_quota(cluster, f"{namespace}-q", c.name, namespace, "B200", 32)
+    submit(cluster, namespace, job_manifest("big", 5, 8))
+    submit(cluster, namespace, job_manifest("wide", 3, 8, topology=(LABEL_RACK, "Required")))
+
+    def status(name: str) -> dict:
+        return get_job(cluster, namespace, name).get("status") or {}
+
+    wait_for(lambda: status("big").get("message") and status("wide").get("message"), 30, "reasons")
+    big, wide = status("big"), status("wide")
+    assert (big["phase"], big["reason"], big["message"]) == (
+        "Pending",
+        "QuotaExceeded",
+        f"quota {namespace}-q: 40 B200 requested but its limit is 32 B200 — it can never be admitted as it "
+        "stands; ask for less or raise the quota",
+    )
+    assert (wide["phase"], wide["reason"], wide["message"]) == (
+        "Pending",
+        "NoDomainLargeEnough",
+        f"no rack in {c.name} could hold this job's 3 replica(s) of 8 B200 (24 GPUs): the largest holds 2 "
+        "with every node empty — it can never be admitted as it stands",
+    )
+    assert job_pods(cluster, namespace, "big") == [] and job_pods(cluster, namespace, "wide") == []
 
 
 def test_borrow_then_reclaim_by_preemption(cluster, operator):

@@ -207,6 +207,7 @@ class Pool:
         self._indices: dict[tuple[int, int], LevelIndex] = {}  # (level, gpus) → index
         self._level_indices: list[list[LevelIndex]] = [[] for _ in range(self.levels)]
         self._biggest: int | None = None  # largest healthy node capacity; reset on add/remove
+        self._whole: dict[tuple[int | None, int], int] = {}  # see whole_slots; reset likewise
         self._order: list[list[Domain]] | None = None  # domains per level by name; reset on add/remove
         self._potential: dict[tuple[int, int], int] = {}  # (level, gpus) → best domain potential
         self._sorted_nodes: list[NodeState] | None = None  # every node in topology order; reset on add/remove
@@ -319,6 +320,7 @@ class Pool:
         self._indices.clear()
         self._level_indices = [[] for _ in range(self.levels)]
         self._biggest = None
+        self._whole.clear()
         self._order = None
         self._potential.clear()
         self._sorted_nodes = None
@@ -383,6 +385,19 @@ class Pool:
 
     def slots(self, gpus: int) -> int:
         return slots_of(self.hist, gpus)
+
+    def whole_slots(self, level: int | None, gpus: int) -> int:
+        """The most ``gpus``-slots one domain of ``level`` (None: the whole pool) would have with
+        every node empty and every GPU healthy: more replicas than this can never fit."""
+        got = self._whole.get((level, gpus))
+        if got is None:
+            per: dict[str | None, int] = {}
+            for ns in self.nodes.values():
+                d = None if level is None else ns.domains[level]
+                if level is None or d is not None:
+                    per[d] = per.get(d, 0) + max(ns.node.allocatable, ns.node.capacity) // gpus
+            got = self._whole[(level, gpus)] = max(per.values(), default=0)
+        return got
 
     def biggest_node(self) -> int:
         """The most healthy GPUs any one node of the pool has."""

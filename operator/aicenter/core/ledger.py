@@ -166,10 +166,21 @@ class QuotaLedger:
         cohort = self._cohort(spec, cls)
         if u.used + gpus <= u.limit and cohort[1] + gpus <= cohort[0]:
             return None
-        return self._kind(spec, u, gpus)
+        return self._kind(spec, u, gpus, cohort)
+
+    def never(self, quota: str, cls: str, gpus: int) -> bool:
+        """Whether ``gpus`` of ``cls`` are more than the quota could ever hold as it stands: above its
+        limit, or above what its cohort guarantees in all (a quota alone: its own guarantee)."""
+        spec = self.specs.get(quota)
+        if spec is None:
+            return True
+        u = self.usage[quota].get(cls)
+        return u is None or u.limit == 0 or self._kind(spec, u, gpus, self._cohort(spec, cls)) == "never"
 
     @staticmethod
-    def _kind(spec: QuotaSpec, u: ClassUsage, gpus: int) -> str:
+    def _kind(spec: QuotaSpec, u: ClassUsage, gpus: int, cohort: list[int] | None = None) -> str:
+        if gpus > u.limit or (cohort is not None and gpus > cohort[0]):
+            return "never"
         if u.used + gpus > u.limit:
             return "limit"
         if u.used + gpus <= u.guaranteed:
@@ -178,7 +189,18 @@ class QuotaLedger:
 
     def _refusal(self, spec: QuotaSpec, u: ClassUsage, cls: str, gpus: int, cohort: list[int]) -> str:
         quota = spec.name
-        kind = self._kind(spec, u, gpus)
+        kind = self._kind(spec, u, gpus, cohort)
+        if kind == "never":
+            if gpus > u.limit:
+                bound = f"its limit is {fmt(u.limit)} {cls}"
+            elif spec.cohort is None:
+                bound = f"it may use only its guarantee of {fmt(cohort[0])} {cls} (it is in no cohort)"
+            else:
+                bound = f"cohort {spec.cohort} guarantees only {fmt(cohort[0])} {cls} in all"
+            return (
+                f"quota {quota}: {fmt(gpus)} {cls} requested but {bound} — it can never be admitted as "
+                f"it stands; ask for less or raise the quota"
+            )
         if kind == "limit":
             return (
                 f"quota {quota}: limit {fmt(u.limit)} {cls} reached — "

@@ -310,12 +310,15 @@ class _Scan:
     excluded: Counter[str]  # why nodes with free GPUs were left out, as phrases
     static_ok: int  # nodes whose taints and labels allow the workload at all
     ever_fits: int  # of those, nodes whose allocatable could hold one replica
+    ever_slots: dict[str, int]  # with ``whole``: node name → replicas it could take were it empty
 
 
-def _scan(pool: Pool, w: Workload) -> _Scan:
-    """Count, on every node of the pool, the replicas ``w`` may take there now."""
+def _scan(pool: Pool, w: Workload, whole: bool = False) -> _Scan:
+    """Count, on every node of the pool, the replicas ``w`` may take there now (and, with ``whole``,
+    those it could take were it empty)."""
     g, c = w.gpus_per_replica, w.constraints
     slots: dict[str, int] = {}
+    ever_slots: dict[str, int] = {}
     excluded: Counter[str] = Counter()
     static_ok = ever = 0
     for ns in pool.nodes.values():
@@ -326,6 +329,11 @@ def _scan(pool: Pool, w: Workload) -> _Scan:
             static_ok += 1
             if ns.node.allocatable >= g and all(facts.allocatable.get(n, 0) >= a for n, a in c.requests):
                 ever += 1
+                if whole:
+                    ever_slots[ns.name] = min(
+                        [max(ns.node.allocatable, ns.node.capacity) // g]
+                        + [facts.allocatable.get(n, 0) // a for n, a in c.requests if a > 0]
+                    )
         if not pool.usable(ns):
             continue
         k = max(0, ns.free) // g
@@ -350,7 +358,7 @@ def _scan(pool: Pool, w: Workload) -> _Scan:
                 continue
             k = min(k, room)
         slots[ns.name] = k
-    return _Scan(slots, excluded, static_ok, ever)
+    return _Scan(slots, excluded, static_ok, ever, ever_slots)
 
 
 def _score_fn(pool: Pool, c: Constraints) -> Callable[[NodeState], int] | None:
@@ -409,7 +417,7 @@ def explain_exact(pool: Pool, w: Workload) -> Miss:
     """Why ``w`` does not fit, counting the nodes its constraints kept it off."""
     c, cls = pool.center.name, pool.gpu_class
     g, r = w.gpus_per_replica, w.replicas
-    scan = _scan(pool, w)
+    scan = _scan(pool, w, whole=True)
     if scan.static_ok == 0:
         return Miss(
             "NoMatchingNodes",
@@ -431,8 +439,16 @@ def explain_exact(pool: Pool, w: Workload) -> Miss:
         return _unknown_key(pool, w)
     levels, anywhere = plan
     tail = _exclusions(scan)
-    if levels and not anywhere:
-        lvl = levels[-1]
+    lvl = levels[-1] if levels and not anywhere else None
+    whole: dict[str | None, int] = {}
+    for name, k in scan.ever_slots.items():
+        d = None if lvl is None else pool.nodes[name].domains[lvl]
+        if lvl is None or d is not None:
+            whole[d] = whole.get(d, 0) + k
+    never = _never(pool, w, lvl, max(whole.values(), default=0), " on the nodes it may use")
+    if never is not None:
+        return never
+    if lvl is not None:
         noun = key_noun(pool.center.topology_keys[lvl])
         sums: dict[str, int] = {}
         for name, k in scan.slots.items():
@@ -450,6 +466,29 @@ def explain_exact(pool: Pool, w: Workload) -> Miss:
         "InsufficientResources" if scan.excluded else "InsufficientGPUs",
         f"{c} has room for {fmt(room)} of this job's {fmt(r)} replica(s) ({g} {cls} each) on nodes it may use"
         f"{tail}",
+    )
+
+
+def _never(pool: Pool, w: Workload, lvl: int | None, most: int, may_use: str = "") -> Miss | None:
+    """The Miss of a job more replicas than ``most`` (the most its domains of ``lvl``, or its whole
+    pool, hold with every node empty and healthy): it can never be admitted as it stands."""
+    g, r, c, cls = w.gpus_per_replica, w.replicas, pool.center.name, pool.gpu_class
+    if r <= most:
+        return None
+    each = f"{fmt(r)} replica(s) of {g} {cls}"
+    if lvl is None:
+        return Miss(
+            "CenterTooSmall",
+            f"{c} could hold only {fmt(most)} of this job's {each}{may_use} with every node empty — it can "
+            f"never be admitted as it stands",
+            never=True,
+        )
+    noun = key_noun(pool.center.topology_keys[lvl])
+    return Miss(
+        "NoDomainLargeEnough",
+        f"no {noun} in {c} could hold this job's {each} ({fmt(r * g)} GPUs): the largest holds "
+        f"{fmt(most)}{may_use} with every node empty — it can never be admitted as it stands",
+        never=True,
     )
 
 
@@ -485,8 +524,11 @@ def explain(pool: Pool, w: Workload) -> Miss:
     if plan is None:
         return _unknown_key(pool, w)
     levels, anywhere = plan
-    if levels and not anywhere:
-        lvl = levels[-1]
+    lvl = levels[-1] if levels and not anywhere else None
+    never = _never(pool, w, lvl, pool.whole_slots(lvl, g))
+    if never is not None:
+        return never
+    if lvl is not None:
         noun = key_noun(pool.center.topology_keys[lvl])
         largest = pool.max_domain_slots(lvl, g) * g
         return Miss(

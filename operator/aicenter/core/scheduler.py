@@ -718,7 +718,14 @@ class Scheduler:
             return _Outcome(deferred=True)
         reason = self.ledger.check(spec.name, cls, w.gpus)
         if reason is not None:
-            return _Outcome(reason="QuotaExceeded", message=reason, cls=cls, pool=pool, quota_blocked=True)
+            return _Outcome(
+                reason="QuotaExceeded",
+                message=reason,
+                cls=cls,
+                pool=pool,
+                quota_blocked=True,
+                never=self.ledger.never(spec.name, cls, w.gpus),
+            )
         shape = (pool, w.gpus_per_replica, w.replicas, w.topology_key, w.topology_mode, w.constraints)
         seen = self._misses.get(shape)
         if seen is not None and seen[0] == pool.version:
