@@ -568,6 +568,7 @@ class Bench:
             "api_writes_per_pod_all": round(total / pods, 2) if pods else None,
             "api_writes_by_resource": {k: int(v) for k, v in top},
             "api_write_errors": dict(sorted(errors.items(), key=lambda kv: -kv[1])),
+            "api_writes_per_pod_accepted": accepted_per_pod(wsum, errors, pods),
         }
 
     def summarise(
@@ -709,6 +710,23 @@ class Bench:
 # summary, table, plot
 
 
+def accepted_per_pod(workload_writes: float, errors: dict[str, int], pods: int) -> float | None:
+    """Workload writes per pod without those the API server refused (``errors``: "code VERB res")."""
+    if not pods:
+        return None
+    refused = sum(v for k, v in errors.items() if k.split(" ")[2].split("/")[0] not in BACKGROUND)
+    return round((workload_writes - refused) / pods, 2)
+
+
+def normalise(results: list[dict]) -> None:
+    """Fill in figures that older result files lack but can be derived."""
+    for r in results:
+        if "api_writes_per_pod_accepted" not in r and "api_write_errors" in r:
+            r["api_writes_per_pod_accepted"] = accepted_per_pod(
+                r["api_writes_workload"], r["api_write_errors"], r["pods_started"]
+            )
+
+
 HEADLINES = (
     ("fill_pods_per_s", "pods/s while filling (started before the first pod ended)", "max"),
     ("fill_jobs_per_s", "jobs/s while filling", "max"),
@@ -734,6 +752,7 @@ HEADLINES = (
     ("big_gang_wait_max_s", "longest foundation-training wait (s)", "min"),
     ("big_gang_overtaken_mean", "smaller later jobs that started first (mean per big gang)", ""),
     ("api_writes_per_pod", "API writes per pod (without leases/nodes)", "min"),
+    ("api_writes_per_pod_accepted", "… of which the API server accepted", "min"),
     ("cpu_seconds.controller", "controller CPU seconds", "min"),
     ("controller_rss_peak_mib", "controller RSS peak (MiB)", "min"),
     ("cpu_seconds.kube-apiserver", "kube-apiserver CPU seconds", "min"),
@@ -756,6 +775,7 @@ def dig(d: dict, path: str):
 
 
 def medians(results: list[dict]) -> dict[str, dict[str, float | None]]:
+    normalise(results)
     out: dict[str, dict[str, float | None]] = {}
     for side in SIDES:
         rs = [r for r in results if r.get("side") == side and "error" not in r]
@@ -847,6 +867,12 @@ def plot(results: list[dict], path: Path, title: str) -> bool:
 # --------------------------------------------------------------------------------------------------
 
 
+def turns_per_side(results: list[dict]) -> str:
+    """ "2" or "3/2": the turns each side completed (a run may be stopped before all are done)."""
+    counts = sorted({sum(1 for r in results if r.get("side") == s and "error" not in r) for s in SIDES})
+    return "/".join(str(c) for c in counts)
+
+
 def report(path: Path) -> int:
     """Tables and plot again from a saved result (no cluster)."""
     doc = json.loads(path.read_text())
@@ -858,7 +884,7 @@ def report(path: Path) -> int:
     trace = meta["trace"]
     title = (
         f"{meta['nodes']} nodes, {meta['fleet_gpus']} GPUs; trace {trace['jobs']} jobs /"
-        f" {trace['pods']} pods; {meta['args']['repeats']} turns/side, interleaved; {meta['cpus']} CPUs"
+        f" {trace['pods']} pods; {turns_per_side(results)} turns/side, interleaved; {meta['cpus']} CPUs"
     )
     plot(results, path.with_suffix(".png"), title)
     doc["medians"] = med
