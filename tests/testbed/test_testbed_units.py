@@ -83,6 +83,25 @@ def test_manifest_carries_gfd_labels_gpu_capacity_and_kwok_markers(small_fleet):
         assert node_is_ready(m)
 
 
+def test_the_demo_jobs_may_use_the_test_beds_nodes(small_fleet):
+    """hack/demo.sh applies ``testbed_jobs()``: the operator must find their templates tolerating every
+    hard taint of a kwok node (the samples themselves are for real clusters)."""
+    from aicenter.controller.objects import constraints_of, node_view
+    from aicenter.core.constraints import tolerates_all
+    from aicenter_testbed.samples import example_jobs, testbed_jobs
+
+    node = node_view(node_manifest(next(iter_nodes(small_fleet))))
+    assert node.taints
+    jobs = testbed_jobs()
+    assert [j["metadata"]["name"] for j in jobs] == [
+        j["metadata"]["name"] for _, j in example_jobs().values()
+    ]
+    for job in jobs:
+        tolerations = constraints_of(job["spec"]["template"]["spec"], GPU_RESOURCE).tolerations
+        assert tolerates_all(tolerations, node.taints), job["metadata"]["name"]
+    assert all("tolerations" not in j["spec"]["template"]["spec"] for _, j in example_jobs().values())
+
+
 def test_manifest_shapes_differ_where_the_fleet_does(small_fleet):
     by_product = {}
     for spec in iter_nodes(small_fleet):

@@ -11,6 +11,7 @@ samples show. ``python -m aicenter_testbed.generate --only samples`` writes ``ma
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 from typing import Any
 
@@ -29,6 +30,7 @@ from aicenter.api import (
     TOPOLOGY_REQUIRED,
 )
 from aicenter_testbed.fleet import LABEL_CLIQUE, LABEL_RACK, LABEL_ZONE, Center, Fleet, QuotaSpec, load_fleet
+from aicenter_testbed.sim.nodes import KWOK_TOLERATION
 
 Manifest = dict[str, Any]
 
@@ -255,6 +257,18 @@ def example_jobs() -> dict[str, tuple[str, Manifest]]:
     }
 
 
+def testbed_jobs() -> list[Manifest]:
+    """The example jobs as the test bed runs them: each template also tolerates the taint its kwok
+    nodes carry (a real cluster's nodes have no such taint; the samples apply there as they are)."""
+    out = []
+    for _, job in example_jobs().values():
+        job = copy.deepcopy(job)
+        pod = job["spec"]["template"]["spec"]
+        pod["tolerations"] = [*pod.get("tolerations", []), dict(KWOK_TOLERATION)]
+        out.append(job)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m aicenter_testbed.samples", description=__doc__.split("\n\n")[0]
@@ -266,11 +280,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="scale the fleet (--print)")
     p.add_argument("--centers", default="", help="comma-separated centre names (--print)")
     p.add_argument("--namespaces", action="store_true", help="include tenant Namespaces (--print)")
+    p.add_argument("--jobs", action="store_true", help="write the example jobs as the test bed runs them")
     args = p.parse_args(argv)
-    if not args.print_:
-        p.error("nothing to do: --print writes a fleet's manifests (aicenter_testbed.generate writes files)")
     from aicenter_testbed.fleet import scale_fleet
     from aicenter_testbed.yamlio import dump_all
+
+    if args.jobs:
+        sys.stdout.write(dump_all(testbed_jobs()))
+        return 0
+    if not args.print_:
+        p.error("nothing to do: --print writes a fleet's manifests, --jobs the example jobs")
 
     fleet = scale_fleet(
         load_fleet(args.preset), args.scale, [c for c in args.centers.split(",") if c] or None
