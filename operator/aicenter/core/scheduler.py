@@ -158,6 +158,19 @@ def _still_holds(deps: tuple[tuple, ...]) -> bool:
     return True
 
 
+def _remembered_pending(e: _Queued, m: list) -> Pending:
+    """The Pending of queue entry ``e`` from its group's remembered answer ``m``: the one it had while
+    the answer's template (reason and wording) is the same, so only numbers may lag."""
+    p = e.pending
+    t = m[8]
+    if p is None or (
+        (t is None or e.template is not t) and (p.message != m[2].message or p.reason != m[2].reason)
+    ):
+        p = e.pending = Pending(e.key, m[2].reason, m[2].message)
+        e.template = t
+    return p
+
+
 class Scheduler:
     """Holds the scheduling state and makes decisions. Not thread-safe: one loop owns it."""
 
@@ -429,15 +442,7 @@ class Scheduler:
                             m[5] and m[7] not in reserved and now - e.created >= starvation
                         ):
                             remembered += 1
-                            p = e.pending
-                            t = m[8]
-                            if p is None or (
-                                (t is None or e.template is not t)
-                                and (p.message != m[2].message or p.reason != m[2].reason)
-                            ):
-                                p = e.pending = Pending(e.key, m[2].reason, m[2].message)
-                                e.template = t
-                            pending.append(p)
+                            pending.append(_remembered_pending(e, m))
                             continue
                     if not process(e.w, now, res, stopped, False):
                         deferred.append(e)
@@ -495,15 +500,7 @@ class Scheduler:
                 and not (m[5] and m[7] not in reserved and now - e.created >= starvation)
             ):
                 remembered += 1
-                p = e.pending
-                t = m[8]
-                if p is None or (
-                    (t is None or e.template is not t)
-                    and (p.message != m[2].message or p.reason != m[2].reason)
-                ):
-                    p = e.pending = Pending(e.key, m[2].reason, m[2].message)
-                    e.template = t
-                pending.append(p)
+                pending.append(_remembered_pending(e, m))
                 continue
             process(e.w, now, res, stopped, True)
             budget = self._preempt_budget > 0
