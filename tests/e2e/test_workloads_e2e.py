@@ -191,6 +191,55 @@ def test_a_deployment_scales_3_6_2_and_an_explicit_group(cluster, operator, name
     no_node_over(cluster, c.node_names())
 
 
+def statefulset(name: str, replicas: int, gpus: int) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "serviceName": name,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": name}},
+            "template": pod_template(gpus, {"app": name}),
+        },
+    }
+
+
+def test_a_statefulset_runs_each_pod_alone_within_the_quota(cluster, operator, namespace):
+    """kube-controller-manager's StatefulSet controller: each pod is single-pod work charged to the
+    quota; what the quota cannot hold waits saying why, and runs once the set is scaled down."""
+    c = make_center(cluster, "hgx-b200", racks=1, nodes_per_rack=2)
+    make_quota(cluster, f"{namespace}-q", c.name, namespace, "B200", 8)
+    sts = f"/apis/apps/v1/namespaces/{namespace}/statefulsets"
+    call(cluster, "POST", sts, statefulset("db", 5, 2))
+    wait_for(lambda: len(bound(cluster, namespace, "app=db")) == 4, 60, "4 of 5 pods bound (quota 8)")
+
+    def waiting_reason() -> str | None:
+        waiting = [p for p in pods(cluster, namespace, "app=db") if not p["spec"].get("nodeName")]
+        conds = [
+            c for p in waiting for c in p["status"].get("conditions") or () if c["type"] == "PodScheduled"
+        ]
+        return next(
+            (c.get("message") for c in conds if c.get("status") == "False" and c.get("message")), None
+        )
+
+    msg = wait_for(waiting_reason, 30, "the fifth pod to say why it waits")
+    assert msg.startswith("QuotaExceeded: ") and "limit 8 B200 reached — 8 used, 2 requested" in msg, msg
+    call(cluster, "PATCH", f"{sts}/db", {"spec": {"replicas": 3}})
+    wait_for(
+        lambda: len(bound(cluster, namespace, "app=db")) == 3 == len(pods(cluster, namespace, "app=db")),
+        60,
+        "3 pods, all bound",
+    )
+    assert sorted(p["metadata"]["name"] for p in pods(cluster, namespace, "app=db")) == [
+        "db-0",
+        "db-1",
+        "db-2",
+    ]
+    no_node_over(cluster, c.node_names())
+
+
 def test_jobs_deployments_and_gpujobs_share_a_quota_with_borrowing_reclaim_and_preemption(
     cluster, operator, priorities, namespace
 ):
