@@ -982,7 +982,7 @@ def main() -> int:
         meta["operator"] = {"source": args.operator_src, "commit": commit, "module": probe.stdout.strip()}
         log(f"operator from {args.operator_src} ({commit[:12]}): {probe.stdout.strip()}")
         data_dir = Path(args.dir) if args.dir else tmp / "cluster"
-        lc = LocalCluster(data_dir=data_dir, keep_data=bool(args.dir))
+        lc = LocalCluster(data_dir=data_dir, keep_data=bool(args.dir), expected_nodes=fleet.nodes)
         t = time.monotonic()
         client = lc.start()
         stack.callback(lc.stop)
