@@ -638,20 +638,7 @@ def test_a_tainted_worker_takes_only_what_tolerates_the_taint(kind, center, devi
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "byo-waits-for-taint", "namespace": ns},
-        "spec": {
-            "schedulerName": api.DEFAULT_SCHEDULER_NAME,
-            "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": 1,
-            "containers": [
-                {
-                    "name": "main",
-                    "image": WORKLOAD_IMAGE,
-                    "imagePullPolicy": "Never",
-                    "command": ["sh", "-c", PRINT_GPUS],
-                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
-                }
-            ],
-        },
+        "spec": byo_pod_spec(1, PRINT_GPUS),
     }
     jobs = ["taint-probe", "fills-the-other", "waits-for-taint", "tolerates-maintenance"]
     with (
@@ -725,6 +712,24 @@ def test_a_tainted_worker_takes_only_what_tolerates_the_taint(kind, center, devi
     centre_all_free(kind)
 
 
+def byo_pod_spec(gpus: int, script: str) -> dict:
+    """A pod spec that names the operator's scheduler and asks for ``gpus`` GPUs itself."""
+    return {
+        "schedulerName": api.DEFAULT_SCHEDULER_NAME,
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 1,
+        "containers": [
+            {
+                "name": "main",
+                "image": WORKLOAD_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", script],
+                "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
+            }
+        ],
+    }
+
+
 def batch_job(name: str, parallelism: int, gpus: int, script: str) -> dict:
     """A plain batch/v1 Job whose pods name the operator's scheduler and ask for their GPUs."""
     return {
@@ -735,22 +740,7 @@ def batch_job(name: str, parallelism: int, gpus: int, script: str) -> dict:
             "parallelism": parallelism,
             "completions": parallelism,
             "backoffLimit": 0,
-            "template": {
-                "spec": {
-                    "schedulerName": api.DEFAULT_SCHEDULER_NAME,
-                    "restartPolicy": "Never",
-                    "terminationGracePeriodSeconds": 1,
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": WORKLOAD_IMAGE,
-                            "imagePullPolicy": "Never",
-                            "command": ["sh", "-c", script],
-                            "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
-                        }
-                    ],
-                }
-            },
+            "template": {"spec": byo_pod_spec(gpus, script)},
         },
     }
 
