@@ -192,18 +192,11 @@ def test_a_deployment_scales_3_6_2_and_an_explicit_group(cluster, operator, name
 
 
 def statefulset(name: str, replicas: int, gpus: int) -> dict:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "serviceName": name,
-            "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": {"app": name}},
-            "template": pod_template(gpus, {"app": name}),
-        },
-    }
+    """As ``deployment``, a StatefulSet whose pods are created in parallel."""
+    body = deployment(name, replicas, gpus)
+    body["kind"] = "StatefulSet"
+    body["spec"].update(serviceName=name, podManagementPolicy="Parallel")
+    return body
 
 
 def test_a_statefulset_runs_each_pod_alone_within_the_quota(cluster, operator, namespace):
