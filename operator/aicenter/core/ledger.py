@@ -35,6 +35,11 @@ class ClassUsage:
         return max(0, self.guaranteed - self.used)
 
 
+#: Refusal kinds (``QuotaLedger.refusal_kind``) that no change of usage can lift: no such quota, no
+#: GPUs of the class in it, or more than it could ever hold.
+NEVER_KINDS = frozenset({"unknown", "none", "never"})
+
+
 class QuotaLedger:
     """Usage bookkeeping for every quota; O(1) admission checks."""
 
@@ -171,15 +176,11 @@ class QuotaLedger:
     def never(self, quota: str, cls: str, gpus: int) -> bool:
         """Whether ``gpus`` of ``cls`` are more than the quota could ever hold as it stands: above its
         limit, or above what its cohort guarantees in all (a quota alone: its own guarantee)."""
-        spec = self.specs.get(quota)
-        if spec is None:
-            return True
-        u = self.usage[quota].get(cls)
-        return u is None or u.limit == 0 or self._kind(spec, u, gpus, self._cohort(spec, cls)) == "never"
+        return self.refusal_kind(quota, cls, gpus) in NEVER_KINDS
 
     @staticmethod
-    def _kind(spec: QuotaSpec, u: ClassUsage, gpus: int, cohort: list[int] | None = None) -> str:
-        if gpus > u.limit or (cohort is not None and gpus > cohort[0]):
+    def _kind(spec: QuotaSpec, u: ClassUsage, gpus: int, cohort: list[int]) -> str:
+        if gpus > u.limit or gpus > cohort[0]:
             return "never"
         if u.used + gpus > u.limit:
             return "limit"

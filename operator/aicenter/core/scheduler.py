@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from . import placement
 from .inventory import Inventory, NodeState, Pool
-from .ledger import QuotaLedger, fmt
+from .ledger import NEVER_KINDS, QuotaLedger, fmt
 from .model import (
     Admit,
     CenterSpec,
@@ -70,6 +70,7 @@ class _Outcome:
     pool: Pool | None = None
     quota_blocked: bool = False  # the ledger said no (vs. no room on nodes)
     never: bool = False
+    refusal: str | None = None  # the quota's refusal kind (QuotaLedger.refusal_kind), when it said no
     deferred: bool = False  # would borrow: retried after every non-borrowing workload
     # What fixes the message's wording when only its numbers vary (incremental cycles): the reason and
     # pool of a lack of room answered from the pool's indices, or the quota, class, request and kind
@@ -592,8 +593,7 @@ class Scheduler:
             if out.reason in _NUMBERS_ONLY and deps and deps[0][0] == _NO_ROOM and not deps[0][4]:
                 t = (self._cycle_epoch, out.reason, out.pool)  # answered from the pool's indices
             elif out.reason == "QuotaExceeded" and out.cls is not None:
-                kind = self.ledger.refusal_kind(w.quota, out.cls, w.gpus)
-                t = (self._cycle_epoch, out.reason, w.quota, out.cls, w.gpus, kind)
+                t = (self._cycle_epoch, out.reason, w.quota, out.cls, w.gpus, out.refusal)
             if t is not None:
                 if len(self._templates) >= 4096:
                     self._templates.clear()  # only interning: an entry holding an old one renews once
@@ -715,13 +715,15 @@ class Scheduler:
             return _Outcome(deferred=True)
         reason = self.ledger.check(spec.name, cls, w.gpus)
         if reason is not None:
+            kind = self.ledger.refusal_kind(spec.name, cls, w.gpus)
             return _Outcome(
                 reason="QuotaExceeded",
                 message=reason,
                 cls=cls,
                 pool=pool,
                 quota_blocked=True,
-                never=self.ledger.never(spec.name, cls, w.gpus),
+                never=kind in NEVER_KINDS,
+                refusal=kind,
             )
         shape = (pool, w.gpus_per_replica, w.replicas, w.topology_key, w.topology_mode, w.constraints)
         seen = self._misses.get(shape)
