@@ -561,14 +561,6 @@ class LocalCluster:
             tails = "\n".join(f"--- {n} ---\n{self.procs[n].log_tail(1500)}" for n in dead)
             raise ClusterError(f"component(s) exited: {', '.join(dead)}\n{tails}")
 
-    def rss_bytes(self, component: str = "kube-apiserver") -> int:
-        """Resident set size of a component, read from /proc."""
-        pid = self.procs[component].pid
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise ClusterError(f"no VmRSS for {component} ({pid})")
-
     def stop(self, remove: bool | None = None) -> None:
         """Stop every component (clients of the apiserver first, etcd last) and reap them all."""
         if self._client is not None:
