@@ -708,13 +708,13 @@ def import_baseline() -> float | None:
     """RSS of a fresh interpreter that imports what the real operator process imports, and idles."""
     code = (
         "import aicenter.controller.main, kopf, aiohttp, kubernetes, gc; gc.collect();"
-        "print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS:')][0])"
+        "from aicenter_testbed.procs import rss_mib; print(rss_mib(key='VmRSS'))"
     )
     try:
         out = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
         )
-        return round(int(out.stdout.strip()) / 1024, 1)
+        return round(float(out.stdout.strip()), 1)
     except (subprocess.SubprocessError, ValueError) as e:
         print(f"import baseline: {e}", file=sys.stderr)
         return None
