@@ -131,9 +131,13 @@ class Controller:
             self.lifecycle.reconcile(rec, now)
             self._unschedulable(rec, now)
         self.lifecycle.sweep(now)
-        for g in list(cache.groups.values()):  # sizes that live on an owning object: read them once
+        # Sizes that live on an owning object are read once. A group is dirty from its creation until
+        # synced (and again when its owner's read ends), so only dirty groups can still need one.
+        for key in list(cache.dirty_groups):
+            g = cache.groups.get(key)
             if (
-                g.ident.size is None
+                g is not None
+                and g.ident.size is None
                 and g.ident.owner is not None
                 and g.ident.owner.uid not in cache.owner_sizes
             ):
